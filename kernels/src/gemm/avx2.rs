@@ -1,0 +1,87 @@
+//! AVX2 + FMA micro-kernel: 6 x 16 (12 accumulators of 8 lanes, 2 B loads and 6 broadcasts per k).
+
+use super::kernel::MicroKernel;
+use std::arch::x86_64::*;
+
+pub(crate) struct Avx2;
+
+const MR: usize = 6;
+const NR: usize = 16;
+
+impl MicroKernel for Avx2 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
+        // SAFETY: forwarded trait contract (which includes AVX2 and FMA on this CPU).
+        unsafe { kernel(kc, alpha, a, b, beta, c, ldc, mr, nr) }
+    }
+}
+
+/// Lane mask (all bits set in a lane to keep it) for the first `n` of 8 columns.
+#[inline(always)]
+pub(crate) fn mask8(n: usize) -> __m256i {
+    const IOTA: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    // SAFETY: IOTA is 8 readable i32s.
+    let iota = unsafe { _mm256_loadu_si256(IOTA.as_ptr().cast()) };
+    // Only called from AVX2 code; the comparison is a plain lane-wise n > i.
+    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), iota) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: the panels hold kc * MR and kc * NR values; a and b advance one k step each.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    let (m0, m1) = (mask8(nr), mask8(nr.saturating_sub(8)));
+    let (va, vb) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row i < mr of the C block; the masks keep loads and stores to its first nr
+        // columns.
+        unsafe {
+            let ci = c.add(i * ldc);
+            let mut r0 = _mm256_mul_ps(va, row[0]);
+            let mut r1 = _mm256_mul_ps(va, row[1]);
+            if beta != 0.0 {
+                r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, m0), r0);
+                r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci.add(8), m1), r1);
+            }
+            _mm256_maskstore_ps(ci, m0, r0);
+            _mm256_maskstore_ps(ci.add(8), m1, r1);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The micro-kernel contract and the cache-block sizes derived from the host's caches.
+
+use std::sync::OnceLock;
+
+/// A register-blocked `MR x NR` update of C from packed panels.
+///
+/// `a` is an A micro-panel: `kc` columns of `MR` values (`a[p * MR + i]`), zero-padded past the
+/// matrix edge. `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
+/// The kernel computes `acc = sum_p a[., p] b[p, .]` in k order and writes
+/// `c[i, j] = alpha * acc[i, j] + beta * c[i, j]` for `i < mr`, `j < nr`, reading nothing of C when
+/// `beta == 0`. Each element's arithmetic is the same whatever `mr` and `nr` are, so edge tiles
+/// round exactly as full ones.
+pub(crate) trait MicroKernel {
+    const MR: usize;
+    const NR: usize;
+
+    /// # Safety
+    /// `a` holds `kc * MR` values, `b` holds `kc * NR`, and `c` points at an `mr x nr` block
+    /// (rows `ldc` apart) valid for reads and writes, with `mr <= MR`, `nr <= NR`; the CPU has
+    /// the kernel's instruction set.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    );
+}
+
+/// Cache-block sizes for one micro-kernel shape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocking {
+    /// Depth of a packed panel: a `KC x NR` B micro-panel stays in L1 across LOOP 1.
+    pub kc: usize,
+    /// Rows of a packed A block: `MC x KC` stays in L2 across LOOP 2.
+    pub mc: usize,
+    /// Columns of a packed B block: `KC x NC` stays in the (shared) last-level cache.
+    pub nc: usize,
+}
+
+/// Data cache sizes in bytes: (L1d, L2) per core.
+fn cache_sizes() -> (usize, usize) {
+    static SIZES: OnceLock<(usize, usize)> = OnceLock::new();
+    *SIZES.get_or_init(detect_caches)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_caches() -> (usize, usize) {
+    use std::arch::x86_64::__cpuid_count;
+    let (mut l1, mut l2) = (32 << 10, 1 << 20);
+    // CPUID leaf 4 (deterministic cache parameters); Intel and recent AMD both report it.
+    let max_leaf = __cpuid_count(0, 0).eax;
+    if max_leaf >= 4 {
+        for sub in 0..16 {
+            let r = __cpuid_count(4, sub);
+            let kind = r.eax & 0x1f;
+            if kind == 0 {
+                break;
+            }
+            let level = (r.eax >> 5) & 0x7;
+            let ways = ((r.ebx >> 22) & 0x3ff) as usize + 1;
+            let parts = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+            let line = (r.ebx & 0xfff) as usize + 1;
+            let sets = r.ecx as usize + 1;
+            let size = ways * parts * line * sets;
+            match (level, kind) {
+                (1, 1) => l1 = size, // level 1 data cache
+                (2, 3) => l2 = size, // level 2 unified cache
+                _ => {}
+            }
+        }
+    }
+    (l1.clamp(16 << 10, 1 << 20), l2.clamp(128 << 10, 64 << 20))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_caches() -> (usize, usize) {
+    (32 << 10, 1 << 20)
+}
+
+/// Block sizes for an `mr x nr` kernel: the B micro-panel takes about half of L1 (the A
+/// micro-panel and C tile share the rest), the A block about half of L2.
+pub(crate) fn blocking(mr: usize, nr: usize) -> Blocking {
+    let (l1, l2) = cache_sizes();
+    let kc = ((l1 / 2) / (nr * 4)).clamp(64, 512) / 8 * 8;
+    let mc = ((l2 / 2) / (kc * 4)).clamp(mr, 4096) / mr * mr;
+    let nc = (4096 / nr).max(1) * nr;
+    Blocking { kc, mc, nc }
+}

@@ -1,0 +1,281 @@
+//! The BLIS loop nest (LOOP 5..1) and the split of one GEMM between threads.
+//!
+//! Threads get disjoint rectangles of C whose edges fall on multiples of MR and NR, and every
+//! thread uses the same KC, so each element of C is computed by the same instructions in the same
+//! order whatever the thread count: results are bit-identical on 1 or N threads.
+
+use super::kernel::{MicroKernel, blocking};
+use super::pack::{pack_a, pack_b};
+use super::{MatRef, scalar::Scalar, skinny};
+use crate::Isa;
+use std::cell::RefCell;
+
+/// Below this many multiply-adds a GEMM runs on the calling thread: a fork-join costs a few
+/// microseconds, about what 2^20 FMAs take on one core.
+const PAR_MIN_FMAS: usize = 1 << 20;
+
+/// One GEMM as raw parts; `Problem::new`'s caller has checked every index it implies.
+#[derive(Clone, Copy)]
+pub(crate) struct Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub rsa: usize,
+    pub csa: usize,
+    pub b: *const f32,
+    pub rsb: usize,
+    pub csb: usize,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+}
+
+// SAFETY: a Problem is a view of slices its creator borrows for the whole call; threads given
+// copies write disjoint rectangles of C (see `split`) and only read A and B.
+unsafe impl Send for Problem {}
+// SAFETY: as above; shared references only read the fields.
+unsafe impl Sync for Problem {}
+
+impl Problem {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: &MatRef,
+        b: &MatRef,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) -> Self {
+        Problem {
+            m,
+            n,
+            k,
+            alpha,
+            a: a.data.as_ptr(),
+            rsa: a.rs,
+            csa: a.cs,
+            b: b.data.as_ptr(),
+            rsb: b.rs,
+            csb: b.cs,
+            beta,
+            c,
+            ldc,
+        }
+    }
+
+    /// The sub-problem for rows `i0..i0 + m` and columns `j0..j0 + n` of C.
+    fn sub(&self, i0: usize, m: usize, j0: usize, n: usize) -> Self {
+        Problem {
+            m,
+            n,
+            // Pointer arithmetic only; the offsets stay inside the checked spans.
+            a: self.a.wrapping_add(i0 * self.rsa),
+            b: self.b.wrapping_add(j0 * self.csb),
+            c: self.c.wrapping_add(i0 * self.ldc + j0),
+            ..*self
+        }
+    }
+}
+
+/// Runs one GEMM on `isa`, on the current rayon pool when `parallel` and the problem is large.
+///
+/// # Safety
+/// The problem's pointers cover every element its sizes and strides imply, C's rows do not
+/// overlap, and the CPU supports `isa`.
+pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if p.k == 0 || p.alpha == 0.0 {
+        // SAFETY: forwarded contract.
+        unsafe { scale_c(p) };
+        return;
+    }
+    let threads = if parallel && p.m * p.n * p.k >= PAR_MIN_FMAS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // SAFETY: forwarded contract, per ISA.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                if !skinny::try_run_avx512(p, threads) {
+                    run::<super::avx512::Avx512>(p, threads)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                if !skinny::try_run_avx2(p, threads) {
+                    run::<super::avx2::Avx2>(p, threads)
+                }
+            }
+            _ => run::<Scalar>(p, threads),
+        }
+    }
+}
+
+/// `batch` problems `strides` apart: in parallel over the batch when it can feed every thread,
+/// else one after another, each on all threads.
+///
+/// # Safety
+/// As [`gemm`], for each of the `batch` problems, whose outputs do not overlap.
+pub(crate) unsafe fn gemm_batched(isa: Isa, p: &Problem, batch: usize, strides: [usize; 3]) {
+    use rayon::prelude::*;
+    let at = |i: usize| Problem {
+        a: p.a.wrapping_add(i * strides[0]),
+        b: p.b.wrapping_add(i * strides[1]),
+        c: p.c.wrapping_add(i * strides[2]),
+        ..*p
+    };
+    let threads = rayon::current_num_threads();
+    if threads > 1 && batch >= threads && batch * p.m * p.n * p.k.max(1) >= PAR_MIN_FMAS {
+        // SAFETY: each batch entry is a valid, disjoint problem (caller's contract).
+        (0..batch)
+            .into_par_iter()
+            .for_each(|i| unsafe { gemm(isa, &at(i), false) });
+    } else {
+        for i in 0..batch {
+            // SAFETY: as above.
+            unsafe { gemm(isa, &at(i), true) };
+        }
+    }
+}
+
+/// `C = beta * C` (the whole GEMM when `k == 0` or `alpha == 0`); `beta == 0` writes zeros.
+unsafe fn scale_c(p: &Problem) {
+    for i in 0..p.m {
+        // SAFETY: row i < m of C holds n elements (caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n) };
+        if p.beta == 0.0 {
+            row.fill(0.0);
+        } else if p.beta != 1.0 {
+            row.iter_mut().for_each(|v| *v *= p.beta);
+        }
+    }
+}
+
+/// How to cut C into `threads` rectangles: `(row parts, column parts)`, chosen to pack the least
+/// (each row part packs its rows of A once per column part, and vice versa) while giving every
+/// thread at least one micro-tile.
+fn split(m: usize, n: usize, k: usize, threads: usize, mr: usize, nr: usize) -> (usize, usize) {
+    let mut best = (1, 1, usize::MAX);
+    for tm in 1..=threads {
+        if threads % tm != 0 {
+            continue;
+        }
+        let tn = threads / tm;
+        if m.div_ceil(mr) < tm || n.div_ceil(nr) < tn {
+            continue;
+        }
+        let cost = tn * m * k + tm * k * n;
+        if cost < best.2 {
+            best = (tm, tn, cost);
+        }
+    }
+    (best.0, best.1)
+}
+
+/// Cuts `len` into `parts` ranges whose starts are multiples of `unit`.
+fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
+    let units = len.div_ceil(unit);
+    (0..parts)
+        .map(|t| {
+            let lo = (units * t / parts * unit).min(len);
+            let hi = (units * (t + 1) / parts * unit).min(len);
+            (lo, hi - lo)
+        })
+        .filter(|&(_, l)| l > 0)
+        .collect()
+}
+
+/// Packed GEMM with kernel `K` on `threads` threads.
+unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
+    if threads <= 1 {
+        // SAFETY: forwarded contract.
+        return unsafe { serial::<K>(p) };
+    }
+    let (tm, tn) = split(p.m, p.n, p.k, threads, K::MR, K::NR);
+    let mut parts = Vec::with_capacity(tm * tn);
+    for &(i0, mi) in &ranges(p.m, tm, K::MR) {
+        for &(j0, nj) in &ranges(p.n, tn, K::NR) {
+            parts.push(p.sub(i0, mi, j0, nj));
+        }
+    }
+    use rayon::prelude::*;
+    // SAFETY: the rectangles are disjoint, each inside the checked problem.
+    parts.par_iter().for_each(|q| unsafe { serial::<K>(q) });
+}
+
+thread_local! {
+    /// Packing buffers, kept per thread and reused: a fresh large buffer costs page faults.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A 64-byte-aligned window of `len` values inside `buf`, growing it if needed.
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + 16 {
+        buf.resize(len + 16, 0.0);
+    }
+    let off = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[off..off + len]
+}
+
+/// The single-threaded loop nest.
+unsafe fn serial<K: MicroKernel>(p: &Problem) {
+    let bl = blocking(K::MR, K::NR);
+    PACK.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (abuf, bbuf) = &mut *guard;
+        let mc_max = bl.mc.min(p.m.div_ceil(K::MR) * K::MR);
+        let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
+        let kc_max = bl.kc.min(p.k);
+        let apack = aligned(abuf, mc_max * kc_max);
+        let bpack = aligned(bbuf, nc_max * kc_max);
+        // LOOP 5: columns of C in blocks of NC.
+        for jc in (0..p.n).step_by(bl.nc) {
+            let nc = bl.nc.min(p.n - jc);
+            // LOOP 4: the shared dimension in blocks of KC; later blocks accumulate into C.
+            for pc in (0..p.k).step_by(bl.kc) {
+                let kc = bl.kc.min(p.k - pc);
+                let beta = if pc == 0 { p.beta } else { 1.0 };
+                // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
+                unsafe { pack_b(K::NR, kc, nc, p.b.add(pc * p.rsb + jc * p.csb), p.rsb, p.csb, bpack) };
+                // LOOP 3: rows of C in blocks of MC.
+                for ic in (0..p.m).step_by(bl.mc) {
+                    let mc = bl.mc.min(p.m - ic);
+                    // SAFETY: the block lies inside A; apack holds mc_max * kc_max >= its panels.
+                    unsafe { pack_a(K::MR, mc, kc, p.a.add(ic * p.rsa + pc * p.csa), p.rsa, p.csa, apack) };
+                    // LOOP 2 and LOOP 1: micro-tiles.
+                    for jr in (0..nc).step_by(K::NR) {
+                        let bp = bpack[jr * kc..].as_ptr();
+                        for ir in (0..mc).step_by(K::MR) {
+                            let ap = apack[ir * kc..].as_ptr();
+                            // SAFETY: the panels hold kc * MR and kc * NR values; the tile at
+                            // (ic + ir, jc + jr) is inside C, clipped to mr x nr.
+                            unsafe {
+                                K::run(
+                                    kc,
+                                    p.alpha,
+                                    ap,
+                                    bp,
+                                    beta,
+                                    p.c.add((ic + ir) * p.ldc + jc + jr),
+                                    p.ldc,
+                                    K::MR.min(mc - ir),
+                                    K::NR.min(nc - jr),
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,3 @@
+//! The `anvil` command line.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Anvil: a CPU tensor engine. The kernels crate is re-exported as [`kernels`].
+
+pub use anvil_kernels as kernels;
