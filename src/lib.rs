@@ -1,3 +1,4 @@
 //! Anvil: a CPU tensor engine. The kernels crate is re-exported as [`kernels`].
 
+pub mod bench;
 pub use anvil_kernels as kernels;

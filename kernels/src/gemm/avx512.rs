@@ -48,6 +48,13 @@ unsafe fn kernel(
     mr: usize,
     nr: usize,
 ) {
+    // Bring the C tile towards L1 while the k loop runs: its rows are otherwise a burst of
+    // cache misses at the store.
+    for i in 0..mr {
+        let ci = c.wrapping_add(i * ldc);
+        _mm_prefetch::<_MM_HINT_T0>(ci.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ci.wrapping_add(nr.max(1) - 1).cast());
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -81,3 +88,61 @@ unsafe fn kernel(
         }
     }
 }
+
+/// AVX-512 vectors for the skinny kernels.
+pub(crate) struct V512;
+
+impl super::skinny::Simd for V512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: only called from AVX-512 code (trait contract).
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: as above.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: p holds 16 readable values (caller's contract).
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: the mask keeps the load to the n readable values.
+        unsafe { _mm512_maskz_loadu_ps(mask16(n), p) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, n: usize, v: __m512) {
+        // SAFETY: the mask keeps the store to the n writable values.
+        unsafe { _mm512_mask_storeu_ps(p, mask16(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: only called from AVX-512 code.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: only called from AVX-512 code.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m512) -> f32 {
+        // SAFETY: only called from AVX-512 code. A fixed pairwise tree: 16 -> 8 -> 4 -> 1.
+        unsafe {
+            let lo = _mm512_castps512_ps256(v);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let s8 = _mm256_add_ps(lo, hi);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
+            _mm_cvtss_f32(s1)
+        }
+    }
+}
+
+super::skinny::skinny_entry!(V512, "avx512f", skinny_axpy, skinny_dot);

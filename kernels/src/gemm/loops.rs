@@ -106,13 +106,15 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                if !skinny::try_run_avx512(p, threads) {
+                use super::avx512::{V512, skinny_axpy, skinny_dot};
+                if !skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
                     run::<super::avx512::Avx512>(p, threads)
                 }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
-                if !skinny::try_run_avx2(p, threads) {
+                use super::avx2::{V256, skinny_axpy, skinny_dot};
+                if !skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
                     run::<super::avx2::Avx2>(p, threads)
                 }
             }

@@ -1,13 +1,227 @@
-//! GEMV-like shapes (a few rows of A): no packing of B, parallel over columns of C.
+//! GEMV-like shapes (at most [`SKINNY_M`] rows of A): B is read in place, once, with no packing,
+//! and the columns of C are split between threads.
+//!
+//! Two layouts of op(B) are served: unit column stride ("axpy form", B is (k, n) row-major: each k
+//! step adds `A[i, p] * B[p, j..]` to a row of accumulators) and unit row stride ("dot form", B is
+//! a transposed (n, k) matrix such as a Linear weight: each C element is a dot product of two
+//! contiguous rows, reduced across lanes at the end). Each C element is computed by the same
+//! instructions whatever the tile it falls in or the thread that runs it.
 
 use super::loops::Problem;
 
-/// Runs `p` without packing if its shape suits; false if the packed path should take it.
-pub(crate) unsafe fn try_run_avx512(_p: &Problem, _threads: usize) -> bool {
-    false
+/// Up to this many rows of A, the unpacked path wins: packing B would cost as much as using it.
+pub(crate) const SKINNY_M: usize = 8;
+
+/// The vector operations the skinny kernels need, per instruction set. Implementations are
+/// `#[inline(always)]` and only called from `#[target_feature]` functions of their tier.
+pub(crate) trait Simd {
+    type V: Copy;
+    const LANES: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// The first `n < LANES` lanes from `p`, zeros in the rest.
+    unsafe fn load_part(p: *const f32, n: usize) -> Self::V;
+    unsafe fn store_part(p: *mut f32, n: usize, v: Self::V);
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn hsum(v: Self::V) -> f32;
 }
 
-/// Runs `p` without packing if its shape suits; false if the packed path should take it.
-pub(crate) unsafe fn try_run_avx2(_p: &Problem, _threads: usize) -> bool {
-    false
+/// Runs `p` on the skinny path if its shape suits and returns true; false leaves it to the packed
+/// path.
+///
+/// # Safety
+/// As `loops::gemm`, and the CPU supports `S`'s instruction set.
+pub(crate) unsafe fn try_run<S: Simd>(p: &Problem, threads: usize, axpy: unsafe fn(&Problem, usize, usize), dot: unsafe fn(&Problem, usize, usize)) -> bool {
+    if p.m > SKINNY_M {
+        return false;
+    }
+    let kernel = if p.csb == 1 {
+        axpy
+    } else if p.rsb == 1 && p.csa == 1 {
+        dot
+    } else {
+        return false;
+    };
+    // Column blocks: whole vectors of columns per thread, so tiles never straddle a cut.
+    let unit = 4 * S::LANES;
+    let parts = if threads > 1 { threads.min(p.n.div_ceil(unit)) } else { 1 };
+    if parts <= 1 {
+        // SAFETY: the whole problem (caller's contract).
+        unsafe { kernel(p, 0, p.n) };
+        return true;
+    }
+    use rayon::prelude::*;
+    let units = p.n.div_ceil(unit);
+    (0..parts).into_par_iter().for_each(|t| {
+        let lo = (units * t / parts * unit).min(p.n);
+        let hi = (units * (t + 1) / parts * unit).min(p.n);
+        // SAFETY: disjoint column ranges of the checked problem.
+        unsafe { kernel(p, lo, hi) };
+    });
+    true
 }
+
+/// Stores one row of results: `c = alpha * acc + beta * c` (C not read when `beta == 0`).
+#[inline(always)]
+unsafe fn store<S: Simd>(c: *mut f32, n: usize, acc: S::V, alpha: S::V, beta: f32) {
+    // SAFETY: c holds n <= LANES writable values (caller's contract).
+    unsafe {
+        let mut r = S::mul(alpha, acc);
+        if beta != 0.0 {
+            r = S::fma(S::splat(beta), S::load_part(c, n), r);
+        }
+        S::store_part(c, n, r);
+    }
+}
+
+/// Columns of C per block of the axpy form: `M x AXPY_COLS` accumulators (16 KiB at M = 8) stay
+/// in L1 while B streams through.
+const AXPY_COLS: usize = 512;
+/// Rows of B per pass over an accumulator block: each pass reads this many rows of B side by side
+/// (sequential streams the prefetchers follow) and loads and stores the accumulators once.
+const AXPY_ROWS: usize = 8;
+
+/// Axpy form over columns `j0..j1` with `M` rows: `acc[i, j] += A[i, p] * B[p, j]` for p in order,
+/// so each element's sum runs over k in order whatever the blocking.
+#[inline(always)]
+pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j1: usize) {
+    let mut buf = [0.0f32; SKINNY_M * AXPY_COLS];
+    let lanes = S::LANES;
+    for jb in (j0..j1).step_by(AXPY_COLS) {
+        let width = AXPY_COLS.min(j1 - jb);
+        buf[..M * AXPY_COLS].fill(0.0);
+        let acc = buf.as_mut_ptr();
+        for k0 in (0..p.k).step_by(AXPY_ROWS) {
+            let kn = AXPY_ROWS.min(p.k - k0);
+            for v in (0..width).step_by(lanes) {
+                let n = lanes.min(width - v);
+                // SAFETY: rows k0..k0 + kn < k and columns jb + v..jb + v + n < n of B; rows < M
+                // of A; the accumulators lie in `buf` (M x AXPY_COLS).
+                unsafe {
+                    let mut r = [S::zero(); M];
+                    for (i, ri) in r.iter_mut().enumerate() {
+                        *ri = S::load(acc.add(i * AXPY_COLS + v));
+                    }
+                    for kk in k0..k0 + kn {
+                        let bp = p.b.add(kk * p.rsb + jb + v);
+                        let bv = if n == lanes { S::load(bp) } else { S::load_part(bp, n) };
+                        for (i, ri) in r.iter_mut().enumerate() {
+                            *ri = S::fma(S::splat(*p.a.add(i * p.rsa + kk * p.csa)), bv, *ri);
+                        }
+                    }
+                    for (i, ri) in r.iter().enumerate() {
+                        S::store_part(acc.add(i * AXPY_COLS + v), lanes, *ri);
+                    }
+                }
+            }
+        }
+        // SAFETY: only called from code of S's instruction set (caller's contract).
+        let alpha = unsafe { S::splat(p.alpha) };
+        for i in 0..M {
+            for v in (0..width).step_by(lanes) {
+                let n = lanes.min(width - v);
+                // SAFETY: row i < m, columns jb + v..jb + v + n < n of C; accumulators in buf.
+                unsafe {
+                    let r = S::load(acc.add(i * AXPY_COLS + v));
+                    store::<S>(p.c.add(i * p.ldc + jb + v), n, r, alpha, p.beta);
+                }
+            }
+        }
+    }
+}
+
+/// Dot form over columns `j0..j1`: `M` rows of A (contiguous along k) against groups of 4
+/// columns of op(B) (contiguous along k).
+#[inline(always)]
+pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j1: usize) {
+    const J: usize = 4;
+    let full = p.k / S::LANES * S::LANES;
+    let tail = p.k - full;
+    let mut j = j0;
+    while j < j1 {
+        let cols = J.min(j1 - j);
+        // SAFETY: columns j..j + cols < n, rows < M = m, k values each: inside the problem.
+        unsafe {
+            let mut acc = [[S::zero(); J]; M];
+            let bcol: [*const f32; J] = std::array::from_fn(|jj| p.b.add((j + jj.min(cols - 1)) * p.csb));
+            let mut kk = 0;
+            while kk < full {
+                let bv: [S::V; J] = std::array::from_fn(|jj| S::load(bcol[jj].add(kk)));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = S::load(p.a.add(i * p.rsa + kk));
+                    for jj in 0..J {
+                        row[jj] = S::fma(av, bv[jj], row[jj]);
+                    }
+                }
+                kk += S::LANES;
+            }
+            if tail > 0 {
+                let bv: [S::V; J] = std::array::from_fn(|jj| S::load_part(bcol[jj].add(full), tail));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = S::load_part(p.a.add(i * p.rsa + full), tail);
+                    for jj in 0..J {
+                        row[jj] = S::fma(av, bv[jj], row[jj]);
+                    }
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                for (jj, &v) in row.iter().enumerate().take(cols) {
+                    let c = p.c.add(i * p.ldc + j + jj);
+                    let s = p.alpha * S::hsum(v);
+                    *c = if p.beta == 0.0 { s } else { p.beta.mul_add(*c, s) };
+                }
+            }
+        }
+        j += cols;
+    }
+}
+
+/// Instantiates the kernels for each row count 1..=8 behind one `#[target_feature]` entry.
+macro_rules! skinny_entry {
+    ($simd:ty, $feat:literal, $axpy:ident, $dot:ident) => {
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $axpy(p: &crate::gemm::loops::Problem, j0: usize, j1: usize) {
+            use crate::gemm::skinny::axpy_cols;
+            // SAFETY: forwarded contract; m selects the instantiation.
+            unsafe {
+                match p.m {
+                    1 => axpy_cols::<$simd, 1>(p, j0, j1),
+                    2 => axpy_cols::<$simd, 2>(p, j0, j1),
+                    3 => axpy_cols::<$simd, 3>(p, j0, j1),
+                    4 => axpy_cols::<$simd, 4>(p, j0, j1),
+                    5 => axpy_cols::<$simd, 5>(p, j0, j1),
+                    6 => axpy_cols::<$simd, 6>(p, j0, j1),
+                    7 => axpy_cols::<$simd, 7>(p, j0, j1),
+                    _ => axpy_cols::<$simd, 8>(p, j0, j1),
+                }
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $dot(p: &crate::gemm::loops::Problem, j0: usize, j1: usize) {
+            use crate::gemm::skinny::dot_cols;
+            // SAFETY: forwarded contract; rows are taken four at a time.
+            unsafe {
+                let mut i = 0;
+                while i < p.m {
+                    let q = crate::gemm::loops::Problem {
+                        m: (p.m - i).min(4),
+                        a: p.a.add(i * p.rsa),
+                        c: p.c.add(i * p.ldc),
+                        ..*p
+                    };
+                    match q.m {
+                        1 => dot_cols::<$simd, 1>(&q, j0, j1),
+                        2 => dot_cols::<$simd, 2>(&q, j0, j1),
+                        3 => dot_cols::<$simd, 3>(&q, j0, j1),
+                        _ => dot_cols::<$simd, 4>(&q, j0, j1),
+                    }
+                    i += 4;
+                }
+            }
+        }
+    };
+}
+pub(crate) use skinny_entry;

@@ -1,3 +1,0 @@
-//! The `anvil` command line.
-
-fn main() {}

@@ -1,0 +1,233 @@
+//! `anvil bench FAMILY`: figures beside this machine's roofline and the peers, measured in one run.
+
+use crate::Flags;
+use anvil::bench::{self, GEMM_SHAPES, Record, Roofline};
+use anvil::kernels::Kernels;
+use std::time::Duration;
+
+const HELP: &str = "\
+Usage: anvil bench FAMILY [--threads N] [--json] [--torch PYTHON] [--seconds S]
+
+Families:
+  gemm   f32 GEMM on the model shapes, beside the `gemm` and `matrixmultiply` crates (when built
+         with `--features peers`) and PyTorch (with --torch)
+
+Options:
+  --threads N     threads to use (default: all cores)
+  --json          one JSON object per line instead of a table
+  --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
+  --seconds S     time budget per shape (default 1.5)";
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args, &["threads", "torch", "seconds"], &["json", "help"])?;
+    if f.has("help") || f.positional.is_empty() {
+        println!("{HELP}");
+        return Ok(());
+    }
+    let threads: usize = f.parsed("threads", std::thread::available_parallelism().map_or(1, |n| n.get()))?;
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let seconds: f64 = f.parsed("seconds", 1.5)?;
+    let budget = Duration::from_secs_f64(seconds.clamp(0.05, 600.0));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
+    let family = f.positional[0].as_str();
+    let json = f.has("json");
+    let roof = pool.install(|| bench::roofline(threads));
+    let mut out = Output { json, roof, header: false };
+    out.roofline(threads);
+    match family {
+        "gemm" => pool.install(|| gemm(threads, budget, &mut out))?,
+        other => return Err(format!("unknown bench family `{other}` (known: gemm)")),
+    }
+    if let Some(py) = f.value("torch") {
+        torch(py, family, threads, &mut out)?;
+    }
+    Ok(())
+}
+
+struct Output {
+    json: bool,
+    roof: Roofline,
+    header: bool,
+}
+
+impl Output {
+    fn roofline(&mut self, threads: usize) {
+        let r = self.roof;
+        if self.json {
+            println!("{{\"name\":\"machine/fma_peak\",\"shape\":\"-\",\"threads\":{threads},\"gflops\":{:.3}}}", r.peak_gflops);
+            println!("{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}", r.copy_gbps);
+        } else {
+            println!(
+                "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s",
+                r.peak_gflops, r.copy_gbps
+            );
+        }
+    }
+
+    fn record(&mut self, r: &Record) {
+        if self.json {
+            println!("{}", r.to_json());
+            return;
+        }
+        if !self.header {
+            println!("{:<28} {:>16} {:>7} {:>12} {:>8}", "name", "shape", "threads", "figure", "of peak");
+            self.header = true;
+        }
+        let peak = match r.unit {
+            "gflops" => self.roof.peak_gflops,
+            "gbps" => self.roof.copy_gbps,
+            _ => f64::NAN,
+        };
+        let unit = match r.unit {
+            "gflops" => "GFLOP/s",
+            "gbps" => "GB/s",
+            "gops" => "GOP/s",
+            u => u,
+        };
+        println!(
+            "{:<28} {:>16} {:>7} {:>8.1} {:<7} {:>5.0}%",
+            r.name,
+            r.shape,
+            r.threads,
+            r.value,
+            unit,
+            100.0 * r.value / peak
+        );
+    }
+}
+
+fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+    let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
+    #[cfg(feature = "peers")]
+    peers::init(threads);
+    for s in GEMM_SHAPES {
+        let (a, b, mut c) = bench::gemm::operands(s);
+        #[cfg(feature = "peers")]
+        let (mut c2, mut c3) = (c.clone(), c.clone());
+        let mut names = vec![format!("anvil/{}", Kernels::isa(&kern))];
+        let mut ours = bench::gemm_ours(kern, *s, &a, &b, &mut c);
+        let mut runs: Vec<&mut dyn FnMut()> = vec![&mut ours];
+        #[cfg(feature = "peers")]
+        let (mut g, mut mm) = (peers::gemm_crate(*s, threads, &a, &b, &mut c2), peers::mm(*s, &a, &b, &mut c3));
+        #[cfg(feature = "peers")]
+        {
+            runs.push(&mut g);
+            runs.push(&mut mm);
+            names.push("gemm-crate".into());
+            names.push("matrixmultiply".into());
+        }
+        let secs = bench::interleaved(&mut runs, budget, 5);
+        for (name, t) in names.iter().zip(secs) {
+            let suffix = if s.bt { "_nt" } else { "_nn" };
+            out.record(&Record {
+                name: format!("{name}/sgemm{suffix}"),
+                shape: s.label(),
+                threads,
+                unit: "gflops",
+                value: s.flops() / t / 1e9,
+                seconds: t,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs `benches/torch_FAMILY.py` and passes its JSON lines through.
+fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result<(), String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/torch_{family}.py"));
+    if !script.exists() {
+        return Err(format!("no PyTorch script for `{family}` at {}", script.display()));
+    }
+    let o = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr).trim()));
+    }
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        match parse_torch_line(line) {
+            Some(r) => out.record(&r),
+            None if line.trim().is_empty() => {}
+            None => return Err(format!("unreadable line from {}: {line}", script.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the flat JSON objects the torch scripts print (string and number fields only).
+fn parse_torch_line(line: &str) -> Option<Record> {
+    let body = line.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut r = Record { name: String::new(), shape: String::new(), threads: 0, unit: "", value: 0.0, seconds: 0.0 };
+    for field in body.split(',') {
+        let (k, v) = field.split_once(':')?;
+        let (k, v) = (k.trim().trim_matches('"'), v.trim());
+        match k {
+            "name" => r.name = v.trim_matches('"').to_string(),
+            "shape" | "config" => r.shape = v.trim_matches('"').to_string(),
+            "threads" => r.threads = v.parse().ok()?,
+            "seconds" => r.seconds = v.parse().ok()?,
+            "gflops" | "gbps" | "gops" | "tokens_per_s" | "sentences_per_s" => {
+                r.unit = ["gflops", "gbps", "gops", "tokens_per_s", "sentences_per_s"].into_iter().find(|u| *u == k)?;
+                r.value = v.parse().ok()?;
+            }
+            _ => {}
+        }
+    }
+    (!r.name.is_empty() && !r.unit.is_empty()).then_some(r)
+}
+
+#[cfg(feature = "peers")]
+mod peers {
+    //! The peer GEMMs, called on the same operands as ours.
+    use anvil::bench::GemmShape;
+
+    pub fn init(threads: usize) {
+        // matrixmultiply reads its thread count from the environment once, at first use.
+        // SAFETY: called before any other thread of this process reads the environment.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    }
+
+    pub fn gemm_crate<'a>(s: GemmShape, threads: usize, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> impl FnMut() + 'a {
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // Column and row strides of op(B) as the crate wants them (dst, lhs, rhs all row-major).
+        let (rbc, rbr) = if s.bt { (s.k as isize, 1) } else { (1, s.n as isize) };
+        move || {
+            // SAFETY: the pointers and strides describe the m x k, k x n and m x n buffers above.
+            unsafe {
+                gemm::gemm(
+                    s.m, s.n, s.k,
+                    c.as_mut_ptr(), 1, s.n as isize,
+                    false,
+                    a.as_ptr(), 1, s.k as isize,
+                    b.as_ptr(), rbc, rbr,
+                    0.0f32, 1.0f32,
+                    false, false, false,
+                    par,
+                )
+            }
+        }
+    }
+
+    pub fn mm<'a>(s: GemmShape, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> impl FnMut() + 'a {
+        let (rsb, csb) = if s.bt { (1, s.k as isize) } else { (s.n as isize, 1) };
+        move || {
+            // SAFETY: as above.
+            unsafe {
+                matrixmultiply::sgemm(
+                    s.m, s.k, s.n, 1.0,
+                    a.as_ptr(), s.k as isize, 1,
+                    b.as_ptr(), rsb, csb,
+                    0.0, c.as_mut_ptr(), s.n as isize, 1,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The `anvil` command line.
+
+mod bench;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+anvil: a CPU tensor engine
+
+Usage: anvil <COMMAND> [OPTIONS]
+
+Commands:
+  bench FAMILY   measure a kernel family against this machine's roofline and its peers
+                 (families: gemm)
+  help           print this help
+
+Run `anvil <COMMAND> --help` for a command's options.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some("--version" | "-V") => {
+            println!("anvil {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("bench") => bench::main(&args[1..]),
+        Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Flags shared by the subcommands: `--name value` pairs and bare switches, checked against what
+/// the command accepts.
+pub struct Flags {
+    pub positional: Vec<String>,
+    pub values: Vec<(String, String)>,
+    pub switches: Vec<String>,
+}
+
+impl Flags {
+    /// Parses `args`: `takes_value` names the flags followed by a value, `switches` the bare ones.
+    pub fn parse(args: &[String], takes_value: &[&str], switches: &[&str]) -> Result<Self, String> {
+        let mut f = Flags { positional: vec![], values: vec![], switches: vec![] };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                let (name, inline) = match name.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (name, None),
+                };
+                if takes_value.contains(&name) {
+                    let v = match inline {
+                        Some(v) => v,
+                        None => it.next().cloned().ok_or(format!("--{name} needs a value"))?,
+                    };
+                    f.values.push((name.to_string(), v));
+                } else if switches.contains(&name) && inline.is_none() {
+                    f.switches.push(name.to_string());
+                } else {
+                    return Err(format!("unknown flag `{a}`"));
+                }
+            } else if a.starts_with('-') && a.len() > 1 {
+                return Err(format!("unknown flag `{a}`"));
+            } else {
+                f.positional.push(a.clone());
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    /// A flag's value parsed as `T`, or `default` when absent.
+    pub fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.value(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{name}: cannot read `{v}`")),
+        }
+    }
+}

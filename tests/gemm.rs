@@ -1,0 +1,254 @@
+//! GEMM against the scalar reference on every tier: all small shapes, random larger ones, every
+//! transpose combination, alpha/beta specials, wide leading dimensions with NaN sentinels in the
+//! padding, batched GEMM, thread-count determinism, and shape errors.
+
+use anvil::kernels::gemm::reference;
+use anvil::kernels::{KernelError, Kernels, MatMut, MatRef};
+use proptest::prelude::*;
+
+/// Each C element is a k-term f32 dot product plus a beta term, summed in a different order (KC
+/// blocks, FMA) than the reference: the standard bound |err| <= gamma_{k+2} * sum |terms| with
+/// gamma_n = n * eps / (1 - n * eps), doubled because both sides round.
+fn tolerance(k: usize, magnitude: f32) -> f32 {
+    let n = (k + 2) as f32 * f32::EPSILON;
+    2.0 * n / (1.0 - n) * magnitude + f32::MIN_POSITIVE
+}
+
+/// A deterministic pseudo-random matrix in [-1, 1).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    alpha: f32,
+    beta: f32,
+    pad: usize,
+}
+
+/// Runs one case on `kern` and on the reference; checks every element within tolerance and that
+/// the NaN sentinels in C's padding survive.
+fn check(kern: &Kernels, c: &Case, seed: u64) {
+    let (m, n, k, pad) = (c.m, c.n, c.k, c.pad);
+    // Stored shapes: A is (m, k) or, transposed, (k, m); likewise B.
+    let (ar, ac) = if c.ta { (k, m) } else { (m, k) };
+    let (br, bc) = if c.tb { (n, k) } else { (k, n) };
+    let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
+    let a = fill(ar * lda, seed);
+    let b = fill(br * ldb, seed ^ 0x9e37);
+    let mut c0 = fill(m * ldc, seed ^ 0x7f4a);
+    for i in 0..m {
+        c0[i * ldc + n..(i + 1) * ldc].fill(f32::NAN);
+    }
+    let mut av = MatRef::new(&a, ar, ac, lda);
+    let mut bv = MatRef::new(&b, br, bc, ldb);
+    if c.ta {
+        av = av.t();
+    }
+    if c.tb {
+        bv = bv.t();
+    }
+    let mut got = c0.clone();
+    let mut want = c0.clone();
+    kern.sgemm(c.alpha, av, bv, c.beta, MatMut::new(&mut got, m, n, ldc))
+        .unwrap();
+    reference::sgemm(c.alpha, av, bv, c.beta, MatMut::new(&mut want, m, n, ldc)).unwrap();
+    for i in 0..m {
+        for j in 0..n {
+            let mag = c.alpha.abs() * k as f32 + c.beta.abs() * c0[i * ldc + j].abs();
+            let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+            assert!(
+                (g - w).abs() <= tolerance(k, mag),
+                "{:?} m{m} n{n} k{k} ta{} tb{} alpha{} beta{} pad{pad}: C[{i},{j}] = {g}, reference {w}",
+                kern.isa(),
+                c.ta,
+                c.tb,
+                c.alpha,
+                c.beta
+            );
+        }
+        for j in n..ldc {
+            assert!(got[i * ldc + j].is_nan(), "{:?}: padding C[{i},{j}] overwritten", kern.isa());
+        }
+    }
+}
+
+#[test]
+fn every_small_shape_every_transpose() {
+    for kern in Kernels::available().unwrap() {
+        for m in 0..=20 {
+            for n in 0..=20 {
+                for k in 0..=20 {
+                    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                        let case = Case { m, n, k, ta, tb, alpha: 1.0, beta: 0.0, pad: 0 };
+                        check(&kern, &case, (m * 441 + n * 21 + k) as u64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn alpha_beta_combinations_with_padding() {
+    for kern in Kernels::available().unwrap() {
+        for alpha in [0.0, 1.0, -0.75] {
+            for beta in [0.0, 1.0, 2.5] {
+                for (m, n, k) in [(1, 1, 1), (7, 13, 5), (13, 33, 17), (20, 20, 20), (0, 5, 3), (4, 4, 0)] {
+                    for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                        let case = Case { m, n, k, ta, tb, alpha, beta, pad: 3 };
+                        check(&kern, &case, 7);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    for kern in Kernels::available().unwrap() {
+        let (m, n, k) = (5, 37, 9);
+        let a = fill(m * k, 1);
+        let b = fill(k * n, 2);
+        let mut c = vec![f32::NAN; m * n];
+        kern.sgemm(1.0, MatRef::new(&a, m, k, k), MatRef::new(&b, k, n, n), 0.0, MatMut::new(&mut c, m, n, n))
+            .unwrap();
+        assert!(c.iter().all(|v| v.is_finite()), "{:?}", kern.isa());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_shapes_up_to_300(m in 1usize..300, n in 1usize..300, k in 1usize..300,
+                               ta: bool, tb: bool, pad in 0usize..5, seed: u64) {
+        for kern in Kernels::available().unwrap() {
+            check(&kern, &Case { m, n, k, ta, tb, alpha: 1.0, beta: 1.0, pad }, seed);
+        }
+    }
+}
+
+#[test]
+fn large_shapes_cross_block_boundaries() {
+    // k past KC, m past MC, n past NC on every tier: the blocked loops' seams.
+    for kern in Kernels::available().unwrap() {
+        for (m, n, k) in [(1100, 70, 600), (40, 4200, 300), (2, 5000, 700), (300, 300, 1300)] {
+            check(&kern, &Case { m, n, k, ta: false, tb: true, alpha: 0.5, beta: 1.0, pad: 1 }, 3);
+        }
+    }
+}
+
+/// The same product on a 1-thread and a 2-thread pool, bit for bit.
+#[test]
+fn bit_identical_across_thread_counts() {
+    let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+    for kern in Kernels::available().unwrap() {
+        for (m, n, k, tb) in [(256, 768, 300, false), (97, 515, 333, true), (1, 3072, 768, true), (4, 3072, 768, false)] {
+            let a = fill(m * k, 11);
+            let b = fill(k * n, 12);
+            let run = |threads| {
+                let mut c = fill(m * n, 13);
+                let bv = if tb { MatRef::new(&b, n, k, k).t() } else { MatRef::new(&b, k, n, n) };
+                pool(threads).install(|| {
+                    kern.sgemm(1.0, MatRef::new(&a, m, k, k), bv, 1.0, MatMut::new(&mut c, m, n, n))
+                        .unwrap()
+                });
+                c
+            };
+            let (one, two) = (run(1), run(2));
+            assert!(
+                one.iter().zip(&two).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{:?} {m}x{n}x{k}: 1 and 2 threads differ",
+                kern.isa()
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_matches_one_by_one() {
+    for kern in Kernels::available().unwrap() {
+        for (batch, m, n, k) in [(12, 16, 16, 64), (3, 33, 17, 9), (1, 64, 64, 64), (40, 2, 3, 4)] {
+            let (sa, sb, sc) = (m * k + 1, k * n + 2, m * n + 3);
+            let a = fill(batch * sa, 1);
+            let b = fill(batch * sb, 2);
+            let c0 = fill(batch * sc, 3);
+            let mut got = c0.clone();
+            kern.sgemm_batched(
+                batch,
+                0.5,
+                MatRef::new(&a, m, k, k),
+                sa,
+                MatRef::new(&b, n, k, k).t(),
+                sb,
+                1.0,
+                MatMut::new(&mut got, m, n, n),
+                sc,
+            )
+            .unwrap();
+            let mut want = c0.clone();
+            for i in 0..batch {
+                kern.sgemm(
+                    0.5,
+                    MatRef::new(&a[i * sa..], m, k, k),
+                    MatRef::new(&b[i * sb..], n, k, k).t(),
+                    1.0,
+                    MatMut::new(&mut want[i * sc..], m, n, n),
+                )
+                .unwrap();
+            }
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{:?} batch {batch}",
+                kern.isa()
+            );
+        }
+    }
+}
+
+#[test]
+fn shape_and_length_errors() {
+    let kern = Kernels::best();
+    let a = vec![0.0; 6];
+    let b = vec![0.0; 6];
+    let mut c = vec![0.0; 4];
+    // Inner dimensions disagree: (2, 3) x (2, 3).
+    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, 3), MatRef::new(&b, 2, 3, 3), 0.0, MatMut::new(&mut c, 2, 3, 3));
+    assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
+    // A slice too short for its shape.
+    let e = kern.sgemm(1.0, MatRef::new(&a[..5], 2, 3, 3), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 2));
+    assert!(matches!(e, Err(KernelError::BadLength { arg: "a", .. })), "{e:?}");
+    // C's leading dimension below its width.
+    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, 3), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 1));
+    assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
+    // Strides whose span overflows.
+    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, usize::MAX), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 2));
+    assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
+    // Batched outputs that would overlap.
+    let e = kern.sgemm_batched(2, 1.0, MatRef::new(&a, 1, 3, 3), 3, MatRef::new(&b, 3, 1, 1), 3, 0.0, MatMut::new(&mut c, 1, 1, 1), 0);
+    assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
+}
+
+#[test]
+fn forcing_an_unknown_or_missing_isa_is_an_error() {
+    assert!(matches!("sse9".parse::<anvil::kernels::Isa>(), Err(KernelError::UnknownIsa { .. })));
+    for isa in anvil::kernels::Isa::ALL {
+        let r = Kernels::new(isa);
+        assert_eq!(r.is_ok(), isa.is_supported(), "{isa}");
+        if let Err(e) = r {
+            assert!(e.to_string().contains("it has: scalar"), "{e}");
+        }
+    }
+}
