@@ -57,8 +57,9 @@ unsafe fn kernel(
     }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: the panels hold kc * MR and kc * NR values; a and b advance one k step each.
+    // One k step: 2 loads of B, 12 broadcasts of A, 24 FMAs.
+    let step = |acc: &mut [[__m512; 2]; MR], a: *const f32, b: *const f32| {
+        // SAFETY: the caller keeps a and b inside their panels.
         unsafe {
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
@@ -67,6 +68,27 @@ unsafe fn kernel(
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
+        }
+    };
+    // Four steps a round: the A micro-panel streams from L2, so prefetch the three cache lines
+    // the round after next will read (4 steps x 12 values = 3 lines).
+    for _ in 0..kc / 4 {
+        for line in 0..3 {
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(8 * MR + 16 * line).cast());
+        }
+        // SAFETY: four more k steps remain in both panels.
+        unsafe {
+            for s in 0..4 {
+                step(&mut acc, a.add(s * MR), b.add(s * NR));
+            }
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
+    }
+    for _ in 0..kc % 4 {
+        step(&mut acc, a, b);
+        // SAFETY: one more k step remains in both panels.
+        unsafe {
             a = a.add(MR);
             b = b.add(NR);
         }

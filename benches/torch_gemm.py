@@ -1,0 +1,56 @@
+"""PyTorch's f32 GEMM on the shapes of `anvil bench gemm`, for side-by-side comparison.
+
+Run by `anvil bench gemm --torch PYTHON`; prints one JSON object per line in the same format.
+Not part of the test command. Uses torch.mm with a preallocated output (out=) so neither side pays
+for allocation; B is (k, n), or (n, k) transposed for the `_nt` rows (a Linear weight).
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+SHAPES = [  # (m, k, n, b transposed)
+    (1024, 1024, 1024, False),
+    (256, 768, 3072, False),
+    (256, 3072, 768, False),
+    (4096, 384, 1536, False),
+    (256, 768, 3072, True),
+    (1, 768, 3072, False),
+    (1, 768, 3072, True),
+]
+
+
+def median_seconds(fn, budget):
+    for _ in range(3):
+        fn()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < 5 or (time.perf_counter() - start < budget and len(samples) < 10000):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=1.5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    for m, k, n, bt in SHAPES:
+        a = torch.rand(m, k) * 2 - 1
+        b = (torch.rand(n, k) * 2 - 1).t() if bt else torch.rand(k, n) * 2 - 1
+        c = torch.empty(m, n)
+        t = median_seconds(lambda: torch.mm(a, b, out=c), args.seconds)
+        name = "torch/sgemm_nt" if bt else "torch/sgemm_nn"
+        print(json.dumps({"name": name, "shape": f"{m}x{k}x{n}", "threads": args.threads,
+                          "gflops": 2.0 * m * k * n / t / 1e9, "seconds": t}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
