@@ -18,15 +18,40 @@ fn bench(c: &mut Criterion) {
             let mut f = gemm_ours(kern, *s, &a, &b, &mut c);
             bench.iter(&mut f)
         });
-        let (rbc, rbr) = if s.bt { (s.k as isize, 1) } else { (1, s.n as isize) };
+        let (rbc, rbr) = if s.bt {
+            (s.k as isize, 1)
+        } else {
+            (1, s.n as isize)
+        };
         group.bench_with_input(BenchmarkId::new("gemm-crate", &id), s, |bench, s| {
-            let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+            let par = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
             bench.iter(|| {
                 // SAFETY: pointers and strides describe the m x k, k x n and m x n buffers.
                 unsafe {
                     gemm::gemm(
-                        s.m, s.n, s.k, c.as_mut_ptr(), 1, s.n as isize, false, a.as_ptr(), 1,
-                        s.k as isize, b.as_ptr(), rbc, rbr, 0.0f32, 1.0f32, false, false, false, par,
+                        s.m,
+                        s.n,
+                        s.k,
+                        c.as_mut_ptr(),
+                        1,
+                        s.n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        s.k as isize,
+                        b.as_ptr(),
+                        rbc,
+                        rbr,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        par,
                     )
                 }
             })
@@ -36,8 +61,20 @@ fn bench(c: &mut Criterion) {
                 // SAFETY: as above.
                 unsafe {
                     matrixmultiply::sgemm(
-                        s.m, s.k, s.n, 1.0, a.as_ptr(), s.k as isize, 1, b.as_ptr(), rbr, rbc, 0.0,
-                        c.as_mut_ptr(), s.n as isize, 1,
+                        s.m,
+                        s.k,
+                        s.n,
+                        1.0,
+                        a.as_ptr(),
+                        s.k as isize,
+                        1,
+                        b.as_ptr(),
+                        rbr,
+                        rbc,
+                        0.0,
+                        c.as_mut_ptr(),
+                        s.n as isize,
+                        1,
                     )
                 }
             })

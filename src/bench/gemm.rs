@@ -25,13 +25,48 @@ impl GemmShape {
 /// The shapes the kernels issue names: square 1024, the GPT MLP shapes, the encoder's, and the
 /// decode GEMV; B is a (k, n) matrix in all but the last two (Linear weights stored (n, k)).
 pub const GEMM_SHAPES: &[GemmShape] = &[
-    GemmShape { m: 1024, k: 1024, n: 1024, bt: false },
-    GemmShape { m: 256, k: 768, n: 3072, bt: false },
-    GemmShape { m: 256, k: 3072, n: 768, bt: false },
-    GemmShape { m: 4096, k: 384, n: 1536, bt: false },
-    GemmShape { m: 256, k: 768, n: 3072, bt: true },
-    GemmShape { m: 1, k: 768, n: 3072, bt: false },
-    GemmShape { m: 1, k: 768, n: 3072, bt: true },
+    GemmShape {
+        m: 1024,
+        k: 1024,
+        n: 1024,
+        bt: false,
+    },
+    GemmShape {
+        m: 256,
+        k: 768,
+        n: 3072,
+        bt: false,
+    },
+    GemmShape {
+        m: 256,
+        k: 3072,
+        n: 768,
+        bt: false,
+    },
+    GemmShape {
+        m: 4096,
+        k: 384,
+        n: 1536,
+        bt: false,
+    },
+    GemmShape {
+        m: 256,
+        k: 768,
+        n: 3072,
+        bt: true,
+    },
+    GemmShape {
+        m: 1,
+        k: 768,
+        n: 3072,
+        bt: false,
+    },
+    GemmShape {
+        m: 1,
+        k: 768,
+        n: 3072,
+        bt: true,
+    },
 ];
 
 /// Operands for `s`: deterministic values in [-1, 1).
@@ -62,7 +97,13 @@ pub fn gemm_ours<'a>(
             MatRef::new(b, s.k, s.n, s.n)
         };
         // The shapes are consistent by construction; an error here is a bug in this file.
-        kern.sgemm(1.0, MatRef::new(a, s.m, s.k, s.k), bv, 0.0, MatMut::new(c, s.m, s.n, s.n))
-            .expect("bench operands match their shape");
+        kern.sgemm(
+            1.0,
+            MatRef::new(a, s.m, s.k, s.k),
+            bv,
+            0.0,
+            MatMut::new(c, s.m, s.n, s.n),
+        )
+        .expect("bench operands match their shape");
     }
 }

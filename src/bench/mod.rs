@@ -35,11 +35,7 @@ impl Record {
 
 /// Runs each closure in turn, round after round, until `budget` has passed (at least `min_rounds`
 /// rounds), and returns each one's median seconds. Interleaving spreads the host's noise evenly.
-pub fn interleaved(
-    runs: &mut [&mut dyn FnMut()],
-    budget: Duration,
-    min_rounds: usize,
-) -> Vec<f64> {
+pub fn interleaved(runs: &mut [&mut dyn FnMut()], budget: Duration, min_rounds: usize) -> Vec<f64> {
     for r in runs.iter_mut() {
         r(); // warm-up: page faults, packing buffers, thread pools
     }

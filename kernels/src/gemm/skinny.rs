@@ -33,7 +33,12 @@ pub(crate) trait Simd {
 ///
 /// # Safety
 /// As `loops::gemm`, and the CPU supports `S`'s instruction set.
-pub(crate) unsafe fn try_run<S: Simd>(p: &Problem, threads: usize, axpy: unsafe fn(&Problem, usize, usize), dot: unsafe fn(&Problem, usize, usize)) -> bool {
+pub(crate) unsafe fn try_run<S: Simd>(
+    p: &Problem,
+    threads: usize,
+    axpy: unsafe fn(&Problem, usize, usize),
+    dot: unsafe fn(&Problem, usize, usize),
+) -> bool {
     if p.m > SKINNY_M {
         return false;
     }
@@ -46,7 +51,11 @@ pub(crate) unsafe fn try_run<S: Simd>(p: &Problem, threads: usize, axpy: unsafe 
     };
     // Column blocks: whole vectors of columns per thread, so tiles never straddle a cut.
     let unit = 4 * S::LANES;
-    let parts = if threads > 1 { threads.min(p.n.div_ceil(unit)) } else { 1 };
+    let parts = if threads > 1 {
+        threads.min(p.n.div_ceil(unit))
+    } else {
+        1
+    };
     if parts <= 1 {
         // SAFETY: the whole problem (caller's contract).
         unsafe { kernel(p, 0, p.n) };
@@ -106,7 +115,11 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
                     }
                     for kk in k0..k0 + kn {
                         let bp = p.b.add(kk * p.rsb + jb + v);
-                        let bv = if n == lanes { S::load(bp) } else { S::load_part(bp, n) };
+                        let bv = if n == lanes {
+                            S::load(bp)
+                        } else {
+                            S::load_part(bp, n)
+                        };
                         for (i, ri) in r.iter_mut().enumerate() {
                             *ri = S::fma(S::splat(*p.a.add(i * p.rsa + kk * p.csa)), bv, *ri);
                         }
@@ -145,7 +158,8 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j
         // SAFETY: columns j..j + cols < n, rows < M = m, k values each: inside the problem.
         unsafe {
             let mut acc = [[S::zero(); J]; M];
-            let bcol: [*const f32; J] = std::array::from_fn(|jj| p.b.add((j + jj.min(cols - 1)) * p.csb));
+            let bcol: [*const f32; J] =
+                std::array::from_fn(|jj| p.b.add((j + jj.min(cols - 1)) * p.csb));
             let mut kk = 0;
             while kk < full {
                 let bv: [S::V; J] = std::array::from_fn(|jj| S::load(bcol[jj].add(kk)));
@@ -158,7 +172,8 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j
                 kk += S::LANES;
             }
             if tail > 0 {
-                let bv: [S::V; J] = std::array::from_fn(|jj| S::load_part(bcol[jj].add(full), tail));
+                let bv: [S::V; J] =
+                    std::array::from_fn(|jj| S::load_part(bcol[jj].add(full), tail));
                 for (i, row) in acc.iter_mut().enumerate() {
                     let av = S::load_part(p.a.add(i * p.rsa + full), tail);
                     for jj in 0..J {
@@ -170,7 +185,11 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j
                 for (jj, &v) in row.iter().enumerate().take(cols) {
                     let c = p.c.add(i * p.ldc + j + jj);
                     let s = p.alpha * S::hsum(v);
-                    *c = if p.beta == 0.0 { s } else { p.beta.mul_add(*c, s) };
+                    *c = if p.beta == 0.0 {
+                        s
+                    } else {
+                        p.beta.mul_add(*c, s)
+                    };
                 }
             }
         }

@@ -24,7 +24,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
         println!("{HELP}");
         return Ok(());
     }
-    let threads: usize = f.parsed("threads", std::thread::available_parallelism().map_or(1, |n| n.get()))?;
+    let threads: usize = f.parsed(
+        "threads",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    )?;
     if threads == 0 {
         return Err("--threads must be at least 1".into());
     }
@@ -37,7 +40,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let family = f.positional[0].as_str();
     let json = f.has("json");
     let roof = pool.install(|| bench::roofline(threads));
-    let mut out = Output { json, roof, header: false };
+    let mut out = Output {
+        json,
+        roof,
+        header: false,
+    };
     out.roofline(threads);
     match family {
         "gemm" => pool.install(|| gemm(threads, budget, &mut out))?,
@@ -59,8 +66,14 @@ impl Output {
     fn roofline(&mut self, threads: usize) {
         let r = self.roof;
         if self.json {
-            println!("{{\"name\":\"machine/fma_peak\",\"shape\":\"-\",\"threads\":{threads},\"gflops\":{:.3}}}", r.peak_gflops);
-            println!("{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}", r.copy_gbps);
+            println!(
+                "{{\"name\":\"machine/fma_peak\",\"shape\":\"-\",\"threads\":{threads},\"gflops\":{:.3}}}",
+                r.peak_gflops
+            );
+            println!(
+                "{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
+                r.copy_gbps
+            );
         } else {
             println!(
                 "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s",
@@ -75,7 +88,10 @@ impl Output {
             return;
         }
         if !self.header {
-            println!("{:<28} {:>16} {:>7} {:>12} {:>8}", "name", "shape", "threads", "figure", "of peak");
+            println!(
+                "{:<28} {:>16} {:>7} {:>12} {:>8}",
+                "name", "shape", "threads", "figure", "of peak"
+            );
             self.header = true;
         }
         let peak = match r.unit {
@@ -106,23 +122,30 @@ fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
     #[cfg(feature = "peers")]
     peers::init(threads);
     for s in GEMM_SHAPES {
-        let (a, b, mut c) = bench::gemm::operands(s);
-        #[cfg(feature = "peers")]
-        let (mut c2, mut c3) = (c.clone(), c.clone());
-        let mut names = vec![format!("anvil/{}", Kernels::isa(&kern))];
-        let mut ours = bench::gemm_ours(kern, *s, &a, &b, &mut c);
-        let mut runs: Vec<&mut dyn FnMut()> = vec![&mut ours];
-        #[cfg(feature = "peers")]
-        let (mut g, mut mm) = (peers::gemm_crate(*s, threads, &a, &b, &mut c2), peers::mm(*s, &a, &b, &mut c3));
-        #[cfg(feature = "peers")]
-        {
-            runs.push(&mut g);
-            runs.push(&mut mm);
-            names.push("gemm-crate".into());
-            names.push("matrixmultiply".into());
+        let (a, b, c) = bench::gemm::operands(s);
+        let mut outs = vec![c; 3];
+        let mut it = outs.iter_mut();
+        let mut runs: Vec<(String, Box<dyn FnMut() + '_>)> = Vec::new();
+        if let Some(c) = it.next() {
+            runs.push((
+                format!("anvil/{}", Kernels::isa(&kern)),
+                Box::new(bench::gemm_ours(kern, *s, &a, &b, c)),
+            ));
         }
-        let secs = bench::interleaved(&mut runs, budget, 5);
-        for (name, t) in names.iter().zip(secs) {
+        #[cfg(feature = "peers")]
+        if let (Some(c2), Some(c3)) = (it.next(), it.next()) {
+            runs.push((
+                "gemm-crate".into(),
+                Box::new(peers::gemm_crate(*s, threads, &a, &b, c2)),
+            ));
+            runs.push(("matrixmultiply".into(), Box::new(peers::mm(*s, &a, &b, c3))));
+        }
+        let mut fns: Vec<&mut dyn FnMut()> = runs
+            .iter_mut()
+            .map(|(_, f)| f.as_mut() as &mut dyn FnMut())
+            .collect();
+        let secs = bench::interleaved(&mut fns, budget, 5);
+        for ((name, _), t) in runs.iter().zip(secs) {
             let suffix = if s.bt { "_nt" } else { "_nn" };
             out.record(&Record {
                 name: format!("{name}/sgemm{suffix}"),
@@ -139,9 +162,13 @@ fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
 
 /// Runs `benches/torch_FAMILY.py` and passes its JSON lines through.
 fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result<(), String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/torch_{family}.py"));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/torch_{family}.py"));
     if !script.exists() {
-        return Err(format!("no PyTorch script for `{family}` at {}", script.display()));
+        return Err(format!(
+            "no PyTorch script for `{family}` at {}",
+            script.display()
+        ));
     }
     let o = std::process::Command::new(python)
         .arg(&script)
@@ -150,7 +177,11 @@ fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !o.status.success() {
-        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr).trim()));
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
     }
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         match parse_torch_line(line) {
@@ -165,7 +196,14 @@ fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result
 /// Reads the flat JSON objects the torch scripts print (string and number fields only).
 fn parse_torch_line(line: &str) -> Option<Record> {
     let body = line.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut r = Record { name: String::new(), shape: String::new(), threads: 0, unit: "", value: 0.0, seconds: 0.0 };
+    let mut r = Record {
+        name: String::new(),
+        shape: String::new(),
+        threads: 0,
+        unit: "",
+        value: 0.0,
+        seconds: 0.0,
+    };
     for field in body.split(',') {
         let (k, v) = field.split_once(':')?;
         let (k, v) = (k.trim().trim_matches('"'), v.trim());
@@ -175,7 +213,9 @@ fn parse_torch_line(line: &str) -> Option<Record> {
             "threads" => r.threads = v.parse().ok()?,
             "seconds" => r.seconds = v.parse().ok()?,
             "gflops" | "gbps" | "gops" | "tokens_per_s" | "sentences_per_s" => {
-                r.unit = ["gflops", "gbps", "gops", "tokens_per_s", "sentences_per_s"].into_iter().find(|u| *u == k)?;
+                r.unit = ["gflops", "gbps", "gops", "tokens_per_s", "sentences_per_s"]
+                    .into_iter()
+                    .find(|u| *u == k)?;
                 r.value = v.parse().ok()?;
             }
             _ => {}
@@ -195,21 +235,46 @@ mod peers {
         unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
     }
 
-    pub fn gemm_crate<'a>(s: GemmShape, threads: usize, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> impl FnMut() + 'a {
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    pub fn gemm_crate<'a>(
+        s: GemmShape,
+        threads: usize,
+        a: &'a [f32],
+        b: &'a [f32],
+        c: &'a mut [f32],
+    ) -> impl FnMut() + 'a {
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
         // Column and row strides of op(B) as the crate wants them (dst, lhs, rhs all row-major).
-        let (rbc, rbr) = if s.bt { (s.k as isize, 1) } else { (1, s.n as isize) };
+        let (rbc, rbr) = if s.bt {
+            (s.k as isize, 1)
+        } else {
+            (1, s.n as isize)
+        };
         move || {
             // SAFETY: the pointers and strides describe the m x k, k x n and m x n buffers above.
             unsafe {
                 gemm::gemm(
-                    s.m, s.n, s.k,
-                    c.as_mut_ptr(), 1, s.n as isize,
+                    s.m,
+                    s.n,
+                    s.k,
+                    c.as_mut_ptr(),
+                    1,
+                    s.n as isize,
                     false,
-                    a.as_ptr(), 1, s.k as isize,
-                    b.as_ptr(), rbc, rbr,
-                    0.0f32, 1.0f32,
-                    false, false, false,
+                    a.as_ptr(),
+                    1,
+                    s.k as isize,
+                    b.as_ptr(),
+                    rbc,
+                    rbr,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
                     par,
                 )
             }
@@ -217,15 +282,29 @@ mod peers {
     }
 
     pub fn mm<'a>(s: GemmShape, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> impl FnMut() + 'a {
-        let (rsb, csb) = if s.bt { (1, s.k as isize) } else { (s.n as isize, 1) };
+        let (rsb, csb) = if s.bt {
+            (1, s.k as isize)
+        } else {
+            (s.n as isize, 1)
+        };
         move || {
             // SAFETY: as above.
             unsafe {
                 matrixmultiply::sgemm(
-                    s.m, s.k, s.n, 1.0,
-                    a.as_ptr(), s.k as isize, 1,
-                    b.as_ptr(), rsb, csb,
-                    0.0, c.as_mut_ptr(), s.n as isize, 1,
+                    s.m,
+                    s.k,
+                    s.n,
+                    1.0,
+                    a.as_ptr(),
+                    s.k as isize,
+                    1,
+                    b.as_ptr(),
+                    rsb,
+                    csb,
+                    0.0,
+                    c.as_mut_ptr(),
+                    s.n as isize,
+                    1,
                 )
             }
         }

@@ -50,7 +50,11 @@ pub struct Flags {
 impl Flags {
     /// Parses `args`: `takes_value` names the flags followed by a value, `switches` the bare ones.
     pub fn parse(args: &[String], takes_value: &[&str], switches: &[&str]) -> Result<Self, String> {
-        let mut f = Flags { positional: vec![], values: vec![], switches: vec![] };
+        let mut f = Flags {
+            positional: vec![],
+            values: vec![],
+            switches: vec![],
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if let Some(name) = a.strip_prefix("--") {
@@ -61,7 +65,10 @@ impl Flags {
                 if takes_value.contains(&name) {
                     let v = match inline {
                         Some(v) => v,
-                        None => it.next().cloned().ok_or(format!("--{name} needs a value"))?,
+                        None => it
+                            .next()
+                            .cloned()
+                            .ok_or(format!("--{name} needs a value"))?,
                     };
                     f.values.push((name.to_string(), v));
                 } else if switches.contains(&name) && inline.is_none() {
@@ -79,7 +86,11 @@ impl Flags {
     }
 
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -90,7 +101,9 @@ impl Flags {
     pub fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
         match self.value(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("--{name}: cannot read `{v}`")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{name}: cannot read `{v}`")),
         }
     }
 }
