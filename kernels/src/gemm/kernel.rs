@@ -92,15 +92,5 @@ pub(crate) fn blocking(mr: usize, nr: usize) -> Blocking {
     let kc = (l1 / (nr * 4)).clamp(64, 512) / 8 * 8;
     let mc = ((l2 / 3) / (kc * 4)).clamp(mr, 4096) / mr * mr;
     let nc = (4096 / nr).max(1) * nr;
-    let env = |n: &str, d: usize| {
-        std::env::var(n)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    Blocking {
-        kc: env("TKC", kc),
-        mc: env("TMC", mc) / mr * mr,
-        nc: env("TNC", nc) / nr * nr,
-    }
+    Blocking { kc, mc, nc }
 }
