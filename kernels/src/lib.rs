@@ -9,6 +9,10 @@
 mod error;
 pub mod gemm;
 mod isa;
+pub mod layernorm;
+pub mod rmsnorm;
+pub mod adamw;
+mod simd;
 
 pub use error::KernelError;
 pub use gemm::{MatMut, MatRef};
