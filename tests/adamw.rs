@@ -33,7 +33,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// `(param, grad, m, v)` of length n with magnitudes spread over several decades.
 fn state(n: usize, seed: u64) -> [Vec<f32>; 4] {
     let mut r = Rng(seed | 1);
-    let mut vec = |s: f32| -> Vec<f32> { (0..n).map(|i| r.f32() * s * 10f32.powi((i % 7) as i32 - 3)).collect() };
+    let mut vec = |s: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| r.f32() * s * 10f32.powi((i % 7) as i32 - 3))
+            .collect()
+    };
     let (p, g, m) = (vec(1.0), vec(1.0), vec(0.1));
     let v: Vec<f32> = vec(0.01).iter().map(|x: &f32| x * x).collect();
     [p, g, m, v]
@@ -85,9 +89,84 @@ proptest! {
 /// for t in range(1, 6):
 ///     p.grad = torch.tensor([grad(i, t) for i in range(N)]); opt.step()
 /// ```
-const TORCH_P: [f32; 24] = [-1.6167571544647217, 1.029715657234192, 0.19421939551830292, -0.5901410579681396, -1.4257534742355347, 1.194498062133789, 0.42887964844703674, -0.40945547819137573, -1.1938021183013916, 1.3570789098739624, 0.6089242100715637, -0.17293722927570343, -1.01292884349823, 1.586256742477417, 0.8082808256149292, 0.007219698280096054, -0.775729775428772, -1.6157675981521606, 0.98423832654953, 0.2301534116268158, -0.595425546169281, -1.3792799711227417, 1.1653050184249878, 0.37326303124427795];
-const TORCH_M: [f32; 24] = [0.0020298573654145002, -0.032352715730667114, -0.03974999859929085, -0.310200035572052, 25.275714874267578, 0.0002195856795879081, -0.026502572000026703, 0.01875143311917782, 0.27481433749198914, 31.125858306884766, -0.0021525428164750338, -0.02065243013203144, 0.07725285738706589, 0.8598285913467407, 15.418427467346191, -0.0015675285831093788, -0.014802285470068455, 0.1357542872428894, 1.44484281539917, -5.345714569091797, -0.0009825143497437239, -0.008952142670750618, 0.19425570964813232, 2.0298571586608887];
-const TORCH_V: [f32; 24] = [4.602763112870889e-07, 6.25436005066149e-05, 0.00331953726708889, 0.3300066888332367, 52.53422546386719, 4.969640485796845e-07, 5.2561535994755104e-05, 0.003298966446891427, 0.332023024559021, 62.512210845947266, 4.603292893534672e-07, 4.4616212107939646e-05, 0.0034820695873349905, 0.3544066846370697, 69.851806640625, 3.9717005506645364e-07, 3.870762520818971e-05, 0.0038688471540808678, 0.39715778827667236, 69.86851501464844, 3.543781872394902e-07, 3.483577893348411e-05, 0.004459297750145197, 0.4602762758731842];
+const TORCH_P: [f32; 24] = [
+    -1.6167572,
+    1.0297157,
+    0.1942194,
+    -0.59014106,
+    -1.4257535,
+    1.1944981,
+    0.42887965,
+    -0.40945548,
+    -1.1938021,
+    1.3570789,
+    0.6089242,
+    -0.17293723,
+    -1.0129288,
+    1.5862567,
+    0.8082808,
+    0.0072196983,
+    -0.7757298,
+    -1.6157676,
+    0.9842383,
+    0.23015341,
+    -0.59542555,
+    -1.37928,
+    1.165305,
+    0.37326303,
+];
+const TORCH_M: [f32; 24] = [
+    0.0020298574,
+    -0.032352716,
+    -0.03975,
+    -0.31020004,
+    25.275715,
+    0.00021958568,
+    -0.026502572,
+    0.018751433,
+    0.27481434,
+    31.125858,
+    -0.0021525428,
+    -0.02065243,
+    0.07725286,
+    0.8598286,
+    15.418427,
+    -0.0015675286,
+    -0.0148022855,
+    0.13575429,
+    1.4448428,
+    -5.3457146,
+    -0.0009825143,
+    -0.008952143,
+    0.19425571,
+    2.0298572,
+];
+const TORCH_V: [f32; 24] = [
+    4.602763e-07,
+    6.25436e-05,
+    0.0033195373,
+    0.3300067,
+    52.534225,
+    4.9696405e-07,
+    5.2561536e-05,
+    0.0032989664,
+    0.33202302,
+    62.51221,
+    4.603293e-07,
+    4.4616212e-05,
+    0.0034820696,
+    0.35440668,
+    69.85181,
+    3.9717006e-07,
+    3.8707625e-05,
+    0.0038688472,
+    0.3971578,
+    69.868515,
+    3.543782e-07,
+    3.483578e-05,
+    0.0044592978,
+    0.46027628,
+];
 
 #[test]
 fn matches_pytorch_over_five_steps() {
@@ -95,15 +174,27 @@ fn matches_pytorch_over_five_steps() {
     let grad = |i: usize, t: usize| {
         ((((i * 37 + t * 11) % 23) as f64 - 11.0) / 7.0 * 10f64.powi((i % 5) as i32 - 2)) as f32
     };
-    let h = AdamW { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+    let h = AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
     for k in tiers() {
-        let mut p: Vec<f32> = (0..N).map(|i| (((i * 13) % 17) as f64 - 8.0) as f32 / 5.0).collect();
+        let mut p: Vec<f32> = (0..N)
+            .map(|i| (((i * 13) % 17) as f64 - 8.0) as f32 / 5.0)
+            .collect();
         let (mut m, mut v) = (vec![0.0f32; N], vec![0.0f32; N]);
         for t in 1..=5 {
             let g: Vec<f32> = (0..N).map(|i| grad(i, t)).collect();
             k.adamw(&mut p, &g, &mut m, &mut v, &h, t as u64).unwrap();
         }
-        for (name, got, want) in [("param", &p, &TORCH_P), ("m", &m, &TORCH_M), ("v", &v, &TORCH_V)] {
+        for (name, got, want) in [
+            ("param", &p, &TORCH_P),
+            ("m", &m, &TORCH_M),
+            ("v", &v, &TORCH_V),
+        ] {
             for (i, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
                 let ok = (a - b).abs() <= TORCH_TOL * b.abs().max(1e-3);
                 assert!(ok, "{:?} {name}[{i}]: {a:e} vs torch {b:e}", k.isa());
@@ -123,9 +214,15 @@ fn special_values() {
         let decay = (1.0 - 1e-3 * 1e-2) as f32;
         assert_eq!(p[0], decay, "zero grad: only the decay moves the parameter");
         assert_eq!(p[1].to_bits(), (-0.0f32).to_bits(), "-0 stays -0");
-        assert!(p[2].is_nan() && m[2].is_nan() && v[2].is_nan(), "NaN grad propagates");
+        assert!(
+            p[2].is_nan() && m[2].is_nan() && v[2].is_nan(),
+            "NaN grad propagates"
+        );
         assert!(p[3].is_nan(), "inf grad: inf / inf");
-        assert!(p[4].is_finite() && v[4].is_infinite(), "1e30^2 overflows v; the step is 0");
+        assert!(
+            p[4].is_finite() && v[4].is_infinite(),
+            "1e30^2 overflows v; the step is 0"
+        );
         assert!(p[5].is_finite());
     }
 }
@@ -135,7 +232,12 @@ fn same_on_one_and_two_threads() {
     // 300k elements: above the parallel threshold, several tasks.
     let s = state(300_001, 9);
     let h = AdamW::default();
-    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
     for k in tiers() {
         let one = pool(1).install(|| run(Some(k), &s, &h, 2));
         let two = pool(2).install(|| run(Some(k), &s, &h, 2));
@@ -149,11 +251,22 @@ fn same_on_one_and_two_threads() {
 fn errors_never_panic() {
     let h = AdamW::default();
     for k in tiers() {
-        let (mut p, g, mut m, mut v) = (vec![0.0f32; 9], vec![0.0f32; 9], vec![0.0f32; 9], vec![0.0f32; 9]);
+        let (mut p, g, mut m, mut v) = (
+            vec![0.0f32; 9],
+            vec![0.0f32; 9],
+            vec![0.0f32; 9],
+            vec![0.0f32; 9],
+        );
         let e = k.adamw(&mut p, &g[..8], &mut m, &mut v, &h, 1);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "grad", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "grad", .. })),
+            "{e:?}"
+        );
         let e = k.adamw(&mut p, &g, &mut m, &mut v[..3], &h, 1);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "v", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "v", .. })),
+            "{e:?}"
+        );
         let e = k.adamw(&mut p, &g, &mut m, &mut v, &h, 0);
         assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
         k.adamw(&mut [], &[], &mut [], &mut [], &h, 1).unwrap();

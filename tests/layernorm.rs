@@ -36,7 +36,9 @@ impl Rng {
 }
 
 fn close(got: f32, want: f32, tol: f32) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= tol * want.abs().max(1.0)
+    (got.is_nan() && want.is_nan())
+        || got == want
+        || (got - want).abs() <= tol * want.abs().max(1.0)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -50,7 +52,9 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn assert_y_close(what: &str, c: &Case, y: &[f32], y0: &[f32], rstd: &[f32]) {
     for (i, (&g, &w)) in y.iter().zip(y0).enumerate() {
         let (r, j) = (i / c.cols, i % c.cols);
-        let xmax = c.x[r * c.cols..(r + 1) * c.cols].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let xmax = c.x[r * c.cols..(r + 1) * c.cols]
+            .iter()
+            .fold(0.0f32, |a, v| a.max(v.abs()));
         let slack = FWD_COND_TOL * (c.cols as f32).sqrt() * rstd[r] * xmax * c.w[j].abs();
         let ok = close(g, w, FWD_TOL) || (g - w).abs() <= slack + FWD_TOL * w.abs().max(1.0);
         assert!(ok, "{what}[{i}]: got {g:e}, want {w:e}");
@@ -85,7 +89,11 @@ impl Case {
 
     /// `(y, mean, rstd)` from `k`, or from the reference when `k` is None.
     fn fwd(&self, k: Option<Kernels>, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (mut y, mut m, mut r) = (vec![0.0; self.x.len()], vec![0.0; self.rows], vec![0.0; self.rows]);
+        let (mut y, mut m, mut r) = (
+            vec![0.0; self.x.len()],
+            vec![0.0; self.rows],
+            vec![0.0; self.rows],
+        );
         let (x, w, b, n, c) = (&self.x, &self.w, &self.b, self.rows, self.cols);
         match k {
             Some(k) => k.layernorm_fwd(x, w, b, &mut y, &mut m, &mut r, n, c, eps),
@@ -164,11 +172,18 @@ fn backward_matches_finite_differences() {
     let (x, w, b, dy) = (f64s(&c.x), f64s(&c.w), f64s(&c.b), f64s(&c.dy));
     // L = sum(y * dy), so dL/dy = dy.
     let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
-        fwd_f64(x, w, b, cols, eps).iter().zip(&dy).map(|(y, d)| y * d).sum()
+        fwd_f64(x, w, b, cols, eps)
+            .iter()
+            .zip(&dy)
+            .map(|(y, d)| y * d)
+            .sum()
     };
     let h = 1e-4;
     let fd = |which: usize, i: usize| {
-        let (mut a, mut z) = ([x.clone(), w.clone(), b.clone()], [x.clone(), w.clone(), b.clone()]);
+        let (mut a, mut z) = (
+            [x.clone(), w.clone(), b.clone()],
+            [x.clone(), w.clone(), b.clone()],
+        );
         a[which][i] += h;
         z[which][i] -= h;
         (loss(&a[0], &a[1], &a[2]) - loss(&z[0], &z[1], &z[2])) / (2.0 * h)
@@ -180,7 +195,11 @@ fn backward_matches_finite_differences() {
             for (i, &got) in g[which].iter().enumerate() {
                 let want = fd(which, i);
                 let err = (got as f64 - want).abs();
-                assert!(err <= FD_TOL * want.abs().max(1.0), "{:?} {name}[{i}]: {got} vs {want}", k.isa());
+                assert!(
+                    err <= FD_TOL * want.abs().max(1.0),
+                    "{:?} {name}[{i}]: {got} vs {want}",
+                    k.isa()
+                );
             }
         }
     }
@@ -194,12 +213,19 @@ fn backward_adds_into_gradients() {
         let once = c.bwd(Some(k), &m, &r, 0.0);
         // A second call onto the first call's output: an input used twice sums its gradients.
         let (mut dx, mut dw, mut db) = (once[0].clone(), once[1].clone(), once[2].clone());
-        k.layernorm_bwd(&c.x, &c.w, &m, &r, &c.dy, &mut dx, &mut dw, &mut db, c.rows, c.cols).unwrap();
+        k.layernorm_bwd(
+            &c.x, &c.w, &m, &r, &c.dy, &mut dx, &mut dw, &mut db, c.rows, c.cols,
+        )
+        .unwrap();
         for (got, one) in [(&dx, &once[0]), (&dw, &once[1]), (&db, &once[2])] {
             let twice: Vec<f32> = one.iter().map(|v| 2.0 * v).collect();
             assert_close("twice", got, &twice, BWD_TOL);
         }
-        assert_eq!(dx, once[0].iter().map(|v| v + v).collect::<Vec<_>>(), "dx doubles exactly");
+        assert_eq!(
+            dx,
+            once[0].iter().map(|v| v + v).collect::<Vec<_>>(),
+            "dx doubles exactly"
+        );
     }
 }
 
@@ -207,7 +233,12 @@ fn backward_adds_into_gradients() {
 fn bit_identical_on_one_and_two_threads() {
     // 300 x 768 is above the parallel threshold and spans ten 32-row backward chunks.
     let c = Case::new(300, 768, 3, 0.1, 2.0);
-    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
     for k in tiers() {
         let run = || {
             let (y, m, r) = c.fwd(Some(k), 1e-5);
@@ -242,7 +273,10 @@ fn special_values() {
     for r in [0, 1, 2, 3, 5] {
         assert_eq!(&y0[row(r)], &c.b[..], "row {r}: y = b");
     }
-    assert!(y0[row(6)].iter().chain(&y0[row(7)]).all(|v| v.is_nan()), "NaN/inf propagate");
+    assert!(
+        y0[row(6)].iter().chain(&y0[row(7)]).all(|v| v.is_nan()),
+        "NaN/inf propagate"
+    );
     for k in tiers() {
         let (y, m, r) = c.fwd(Some(k), 1e-5);
         assert_y_close(&format!("{:?} y", k.isa()), &c, &y, &y0, &r0);
@@ -251,30 +285,53 @@ fn special_values() {
         let g0 = c.bwd(None, &m0, &r0, 0.0);
         let g = c.bwd(Some(k), &m0, &r0, 0.0);
         assert_close(&format!("{:?} dx", k.isa()), &g[0], &g0[0], BWD_TOL);
-        assert!(g[0][row(6)].iter().all(|v| v.is_nan()), "NaN propagates into dx");
+        assert!(
+            g[0][row(6)].iter().all(|v| v.is_nan()),
+            "NaN propagates into dx"
+        );
     }
 }
 
 #[test]
 fn errors_never_panic() {
-    let (x, w, mut y, mut s) = (vec![0.0f32; 12], vec![1.0f32; 4], vec![0.0f32; 12], vec![0.0f32; 3]);
+    let (x, w, mut y, mut s) = (
+        vec![0.0f32; 12],
+        vec![1.0f32; 4],
+        vec![0.0f32; 12],
+        vec![0.0f32; 3],
+    );
     let mut s2 = s.clone();
     for k in tiers() {
         let e = k.layernorm_fwd(&x[..11], &w, &w, &mut y, &mut s, &mut s2, 3, 4, 1e-5);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "x", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "x", .. })),
+            "{e:?}"
+        );
         let e = k.layernorm_fwd(&x, &w[..3], &w, &mut y, &mut s, &mut s2, 3, 4, 1e-5);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "w", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "w", .. })),
+            "{e:?}"
+        );
         let e = k.layernorm_fwd(&x, &w, &w, &mut y, &mut s[..2], &mut s2, 3, 4, 1e-5);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "mean", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "mean", .. })),
+            "{e:?}"
+        );
         let e = k.layernorm_fwd(&x, &w, &w, &mut y, &mut s, &mut s2, usize::MAX, 4, 1e-5);
         assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
         let (mut dx, mut dw, mut db) = (vec![0.0f32; 12], vec![0.0f32; 4], vec![0.0f32; 3]);
         let e = k.layernorm_bwd(&x, &w, &s, &s2, &x, &mut dx, &mut dw, &mut db, 3, 4);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "db", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "db", .. })),
+            "{e:?}"
+        );
         // Zero rows or columns are fine and touch nothing they should not.
-        k.layernorm_fwd(&[], &[], &[], &mut [], &mut s, &mut s2, 3, 0, 1e-5).unwrap();
+        k.layernorm_fwd(&[], &[], &[], &mut [], &mut s, &mut s2, 3, 0, 1e-5)
+            .unwrap();
         assert!(s.iter().all(|&m| m == 0.0));
-        k.layernorm_bwd(&[], &[], &s, &s2, &[], &mut [], &mut [], &mut [], 3, 0).unwrap();
-        k.layernorm_fwd(&[], &w, &w, &mut [], &mut [], &mut [], 0, 4, 1e-5).unwrap();
+        k.layernorm_bwd(&[], &[], &s, &s2, &[], &mut [], &mut [], &mut [], 3, 0)
+            .unwrap();
+        k.layernorm_fwd(&[], &w, &w, &mut [], &mut [], &mut [], 0, 4, 1e-5)
+            .unwrap();
     }
 }

@@ -32,7 +32,9 @@ impl Rng {
 }
 
 fn close(got: f32, want: f32, tol: f32) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= tol * want.abs().max(1.0)
+    (got.is_nan() && want.is_nan())
+        || got == want
+        || (got - want).abs() <= tol * want.abs().max(1.0)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -142,7 +144,11 @@ fn backward_matches_finite_differences() {
     let (x, w, dy) = (f64s(&c.x), f64s(&c.w), f64s(&c.dy));
     // L = sum(y * dy), so dL/dy = dy.
     let loss = |x: &[f64], w: &[f64]| -> f64 {
-        fwd_f64(x, w, cols, eps).iter().zip(&dy).map(|(y, d)| y * d).sum()
+        fwd_f64(x, w, cols, eps)
+            .iter()
+            .zip(&dy)
+            .map(|(y, d)| y * d)
+            .sum()
     };
     let h = 1e-4;
     let fd = |which: usize, i: usize| {
@@ -158,7 +164,11 @@ fn backward_matches_finite_differences() {
             for (i, &got) in g[which].iter().enumerate() {
                 let want = fd(which, i);
                 let err = (got as f64 - want).abs();
-                assert!(err <= FD_TOL * want.abs().max(1.0), "{:?} {name}[{i}]: {got} vs {want}", k.isa());
+                assert!(
+                    err <= FD_TOL * want.abs().max(1.0),
+                    "{:?} {name}[{i}]: {got} vs {want}",
+                    k.isa()
+                );
             }
         }
     }
@@ -172,12 +182,17 @@ fn backward_adds_into_gradients() {
         let once = c.bwd(Some(k), &r, 0.0);
         // A second call onto the first call's output: an input used twice sums its gradients.
         let (mut dx, mut dw) = (once[0].clone(), once[1].clone());
-        k.rmsnorm_bwd(&c.x, &c.w, &r, &c.dy, &mut dx, &mut dw, c.rows, c.cols).unwrap();
+        k.rmsnorm_bwd(&c.x, &c.w, &r, &c.dy, &mut dx, &mut dw, c.rows, c.cols)
+            .unwrap();
         for (got, one) in [(&dx, &once[0]), (&dw, &once[1])] {
             let twice: Vec<f32> = one.iter().map(|v| 2.0 * v).collect();
             assert_close("twice", got, &twice, BWD_TOL);
         }
-        assert_eq!(dx, once[0].iter().map(|v| v + v).collect::<Vec<_>>(), "dx doubles exactly");
+        assert_eq!(
+            dx,
+            once[0].iter().map(|v| v + v).collect::<Vec<_>>(),
+            "dx doubles exactly"
+        );
     }
 }
 
@@ -185,7 +200,12 @@ fn backward_adds_into_gradients() {
 fn bit_identical_on_one_and_two_threads() {
     // 300 x 768 is above the parallel threshold and spans ten 32-row backward chunks.
     let c = Case::new(300, 768, 3, 0.1, 2.0);
-    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
     for k in tiers() {
         let run = || {
             let (y, r) = c.fwd(Some(k), 1e-6);
@@ -220,39 +240,70 @@ fn special_values() {
     for r in [0, 1, 3] {
         assert!(y0[row(r)].iter().all(|&v| v == 0.0), "row {r}: y = 0");
     }
-    assert_eq!(r0[5], 1.0 / 1e-6f32.sqrt(), "subnormal row: rstd = 1 / sqrt(eps)");
+    assert_eq!(
+        r0[5],
+        1.0 / 1e-6f32.sqrt(),
+        "subnormal row: rstd = 1 / sqrt(eps)"
+    );
     assert_eq!(r0[3], 0.0, "overflowed squares give rstd 0");
     assert!(y0[row(6)].iter().all(|v| v.is_nan()), "NaN propagates");
     for k in tiers() {
         let (y, r) = c.fwd(Some(k), 1e-6);
         assert_close(&format!("{:?} y", k.isa()), &y, &y0, FWD_TOL);
         assert_close(&format!("{:?} rstd", k.isa()), &r, &r0, FWD_TOL);
-        assert!(y[row(1)].iter().all(|v| v.to_bits() == 0.0f32.to_bits() || v.to_bits() == (-0.0f32).to_bits()));
+        assert!(
+            y[row(1)]
+                .iter()
+                .all(|v| v.to_bits() == 0.0f32.to_bits() || v.to_bits() == (-0.0f32).to_bits())
+        );
         let g0 = c.bwd(None, &r0, 0.0);
         let g = c.bwd(Some(k), &r0, 0.0);
         assert_close(&format!("{:?} dx", k.isa()), &g[0], &g0[0], BWD_TOL);
-        assert!(g[0][row(6)].iter().all(|v| v.is_nan()), "NaN propagates into dx");
+        assert!(
+            g[0][row(6)].iter().all(|v| v.is_nan()),
+            "NaN propagates into dx"
+        );
     }
 }
 
 #[test]
 fn errors_never_panic() {
-    let (x, w, mut y, mut s) = (vec![0.0f32; 12], vec![1.0f32; 4], vec![0.0f32; 12], vec![0.0f32; 3]);
+    let (x, w, mut y, mut s) = (
+        vec![0.0f32; 12],
+        vec![1.0f32; 4],
+        vec![0.0f32; 12],
+        vec![0.0f32; 3],
+    );
     for k in tiers() {
         let e = k.rmsnorm_fwd(&x[..11], &w, &mut y, &mut s, 3, 4, 1e-6);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "x", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "x", .. })),
+            "{e:?}"
+        );
         let e = k.rmsnorm_fwd(&x, &w[..3], &mut y, &mut s, 3, 4, 1e-6);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "w", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "w", .. })),
+            "{e:?}"
+        );
         let e = k.rmsnorm_fwd(&x, &w, &mut y, &mut s[..2], 3, 4, 1e-6);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "rstd", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "rstd", .. })),
+            "{e:?}"
+        );
         let e = k.rmsnorm_fwd(&x, &w, &mut y, &mut s, usize::MAX, 4, 1e-6);
         assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
         let (mut dx, mut dw) = (vec![0.0f32; 12], vec![0.0f32; 3]);
         let e = k.rmsnorm_bwd(&x, &w, &s, &x, &mut dx, &mut dw, 3, 4);
-        assert!(matches!(e, Err(KernelError::BadLength { arg: "dw", .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(KernelError::BadLength { arg: "dw", .. })),
+            "{e:?}"
+        );
         // Zero rows or columns are fine.
-        k.rmsnorm_fwd(&[], &[], &mut [], &mut s, 3, 0, 1e-6).unwrap();
-        k.rmsnorm_bwd(&[], &[], &s, &[], &mut [], &mut [], 3, 0).unwrap();
-        k.rmsnorm_fwd(&[], &w, &mut [], &mut [], 0, 4, 1e-6).unwrap();
+        k.rmsnorm_fwd(&[], &[], &mut [], &mut s, 3, 0, 1e-6)
+            .unwrap();
+        k.rmsnorm_bwd(&[], &[], &s, &[], &mut [], &mut [], 3, 0)
+            .unwrap();
+        k.rmsnorm_fwd(&[], &w, &mut [], &mut [], 0, 4, 1e-6)
+            .unwrap();
     }
 }

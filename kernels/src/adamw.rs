@@ -77,7 +77,7 @@ impl Coeffs {
         let bc1 = 1.0 - h.beta1.powf(tf);
         let bc2 = 1.0 - h.beta2.powf(tf);
         Ok(Self {
-            decay: (h.weight_decay != 0.0).then(|| (1.0 - h.lr * h.weight_decay) as f32),
+            decay: (h.weight_decay != 0.0).then_some((1.0 - h.lr * h.weight_decay) as f32),
             w1: (1.0 - h.beta1) as f32,
             b2: h.beta2 as f32,
             w2: (1.0 - h.beta2) as f32,
@@ -121,7 +121,11 @@ impl Kernels {
         let n = param.len();
         check_all(
             "adamw",
-            &[("grad", grad.len(), n), ("m", m.len(), n), ("v", v.len(), n)],
+            &[
+                ("grad", grad.len(), n),
+                ("m", m.len(), n),
+                ("v", v.len(), n),
+            ],
         )?;
         let c = Coeffs::new(h, t)?;
         let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
@@ -182,7 +186,11 @@ pub mod reference {
         let n = param.len();
         check_all(
             "adamw",
-            &[("grad", grad.len(), n), ("m", m.len(), n), ("v", v.len(), n)],
+            &[
+                ("grad", grad.len(), n),
+                ("m", m.len(), n),
+                ("v", v.len(), n),
+            ],
         )?;
         let c = Coeffs::new(h, t)?;
         for i in 0..n {

@@ -60,6 +60,9 @@ pub(crate) fn parallel(n: usize) -> bool {
     n >= PAR_MIN_ELEMS
 }
 
+/// One forward task: its index and its rows of `y`, `mean`, `rstd`.
+type FwdTask<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]));
+
 impl Kernels {
     /// LayerNorm forward.
     /// `// x: (rows, cols), w: (cols), b: (cols) -> y: (rows, cols), mean: (rows), rstd: (rows)`
@@ -104,7 +107,7 @@ impl Kernels {
         }
         let isa = self.isa();
         let per = task_rows(cols);
-        let run = |(t, ((yc, mc), rc)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
+        let run = |(t, ((yc, mc), rc)): FwdTask| {
             let x = &x[t * per * cols..][..yc.len()];
             fwd_rows(isa, x, w, b, yc, mc, rc, cols, eps);
         };
@@ -173,7 +176,9 @@ impl Kernels {
         };
         let dx = &mut dx[..n];
         if parallel(n) {
-            let it = dx.par_chunks_mut(cr * cols).zip(partial.par_chunks_mut(2 * cols));
+            let it = dx
+                .par_chunks_mut(cr * cols)
+                .zip(partial.par_chunks_mut(2 * cols));
             it.enumerate().for_each(run);
         } else {
             let it = dx.chunks_mut(cr * cols).zip(partial.chunks_mut(2 * cols));
@@ -181,8 +186,14 @@ impl Kernels {
         }
         // Partials in chunk order: the one reduction whose order could depend on threads.
         for pc in partial.chunks_exact(2 * cols) {
-            dw[..cols].iter_mut().zip(&pc[..cols]).for_each(|(d, p)| *d += p);
-            db[..cols].iter_mut().zip(&pc[cols..]).for_each(|(d, p)| *d += p);
+            dw[..cols]
+                .iter_mut()
+                .zip(&pc[..cols])
+                .for_each(|(d, p)| *d += p);
+            db[..cols]
+                .iter_mut()
+                .zip(&pc[cols..])
+                .for_each(|(d, p)| *d += p);
         }
         Ok(())
     }
@@ -246,6 +257,8 @@ fn inv_std(var: f32, eps: f32) -> f32 {
 /// The scalar reference and test oracle: one row at a time, element-wise f32 arithmetic as the
 /// tiers do, but the row sums accumulated in f64 (then rounded to f32), so that a tier's error
 /// against it is the tier's own; sums over rows (dw, db) in row order in f32.
+// Index loops on purpose: the oracle reads as the formula.
+#[allow(clippy::needless_range_loop)]
 pub mod reference {
     use super::{check_all, elems, inv_std};
     use crate::Result;
@@ -269,7 +282,11 @@ pub mod reference {
     ) -> Result<()> {
         const OP: &str = "layernorm_fwd";
         let n = elems(OP, rows, cols)?;
-        let lens = [("x", x.len(), n), ("w", w.len(), cols), ("b", b.len(), cols)];
+        let lens = [
+            ("x", x.len(), n),
+            ("w", w.len(), cols),
+            ("b", b.len(), cols),
+        ];
         check_all(OP, &lens)?;
         let outs = [("y", y.len(), n), ("mean", mean.len(), rows)];
         check_all(OP, &outs)?;
@@ -317,8 +334,15 @@ pub mod reference {
         let n = elems(OP, rows, cols)?;
         let ins = [("x", x.len(), n), ("w", w.len(), cols), ("dy", dy.len(), n)];
         check_all(OP, &ins)?;
-        check_all(OP, &[("mean", mean.len(), rows), ("rstd", rstd.len(), rows)])?;
-        let outs = [("dx", dx.len(), n), ("dw", dw.len(), cols), ("db", db.len(), cols)];
+        check_all(
+            OP,
+            &[("mean", mean.len(), rows), ("rstd", rstd.len(), rows)],
+        )?;
+        let outs = [
+            ("dx", dx.len(), n),
+            ("dw", dw.len(), cols),
+            ("db", db.len(), cols),
+        ];
         check_all(OP, &outs)?;
         for r in 0..rows {
             let o = r * cols;

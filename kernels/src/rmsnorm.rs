@@ -79,9 +79,17 @@ impl Kernels {
     ) -> Result<()> {
         const OP: &str = "rmsnorm_bwd";
         let n = elems(OP, rows, cols)?;
-        let ins = [("x", x.len(), n), ("w", w.len(), cols), ("rstd", rstd.len(), rows)];
+        let ins = [
+            ("x", x.len(), n),
+            ("w", w.len(), cols),
+            ("rstd", rstd.len(), rows),
+        ];
         check_all(OP, &ins)?;
-        let outs = [("dy", dy.len(), n), ("dx", dx.len(), n), ("dw", dw.len(), cols)];
+        let outs = [
+            ("dy", dy.len(), n),
+            ("dx", dx.len(), n),
+            ("dw", dw.len(), cols),
+        ];
         check_all(OP, &outs)?;
         if n == 0 {
             return Ok(());
@@ -97,7 +105,9 @@ impl Kernels {
         };
         let dx = &mut dx[..n];
         if parallel(n) {
-            let it = dx.par_chunks_mut(cr * cols).zip(partial.par_chunks_mut(cols));
+            let it = dx
+                .par_chunks_mut(cr * cols)
+                .zip(partial.par_chunks_mut(cols));
             it.enumerate().for_each(run);
         } else {
             let it = dx.chunks_mut(cr * cols).zip(partial.chunks_mut(cols));
@@ -112,7 +122,15 @@ impl Kernels {
 }
 
 /// Forward over whole rows on `isa`. `x`, `y`: `(rows, cols)`; `rstd`: `(rows)`.
-fn fwd_rows(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32], cols: usize, eps: f32) {
+fn fwd_rows(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rstd: &mut [f32],
+    cols: usize,
+    eps: f32,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Kernels` of this tier exists only when the CPU has AVX-512 F/BW/VL.
@@ -156,6 +174,8 @@ fn inv_rms(ms: f32, eps: f32) -> f32 {
 /// The scalar reference and test oracle: one row at a time, element-wise f32 arithmetic as the
 /// tiers do, but the row sums accumulated in f64 (then rounded to f32), so that a tier's error
 /// against it is the tier's own; sums over rows (dw) in row order in f32.
+// Index loops on purpose: the oracle reads as the formula.
+#[allow(clippy::needless_range_loop)]
 pub mod reference {
     use super::inv_rms;
     use crate::Result;
@@ -213,9 +233,17 @@ pub mod reference {
     ) -> Result<()> {
         const OP: &str = "rmsnorm_bwd";
         let n = elems(OP, rows, cols)?;
-        let ins = [("x", x.len(), n), ("w", w.len(), cols), ("rstd", rstd.len(), rows)];
+        let ins = [
+            ("x", x.len(), n),
+            ("w", w.len(), cols),
+            ("rstd", rstd.len(), rows),
+        ];
         check_all(OP, &ins)?;
-        let outs = [("dy", dy.len(), n), ("dx", dx.len(), n), ("dw", dw.len(), cols)];
+        let outs = [
+            ("dy", dy.len(), n),
+            ("dx", dx.len(), n),
+            ("dw", dw.len(), cols),
+        ];
         check_all(OP, &outs)?;
         for r in 0..rows {
             let o = r * cols;
@@ -239,7 +267,14 @@ mod scalar {
     use super::inv_rms;
     use crate::simd::sum8;
 
-    pub(super) fn fwd(x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32], cols: usize, eps: f32) {
+    pub(super) fn fwd(
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        rstd: &mut [f32],
+        cols: usize,
+        eps: f32,
+    ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
             let rs = inv_rms(sum8(cols, |j| xr[j] * xr[j]) / cols as f32, eps);
@@ -279,7 +314,14 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn fwd(x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32], cols: usize, eps: f32) {
+    pub(super) fn fwd(
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        rstd: &mut [f32],
+        cols: usize,
+        eps: f32,
+    ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
             let mut acc = _mm256_setzero_ps();
@@ -290,7 +332,11 @@ mod avx2 {
             let rs = inv_rms(hsum(acc) / cols as f32, eps);
             let vr = _mm256_set1_ps(rs);
             for i in (0..cols).step_by(8) {
-                store(yr, i, _mm256_mul_ps(_mm256_mul_ps(load(xr, i), vr), load(w, i)));
+                store(
+                    yr,
+                    i,
+                    _mm256_mul_ps(_mm256_mul_ps(load(xr, i), vr), load(w, i)),
+                );
             }
             rstd[r] = rs;
         }
@@ -335,7 +381,14 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn fwd(x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32], cols: usize, eps: f32) {
+    pub(super) fn fwd(
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        rstd: &mut [f32],
+        cols: usize,
+        eps: f32,
+    ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
             let mut acc = _mm512_setzero_ps();
@@ -346,7 +399,11 @@ mod avx512 {
             let rs = inv_rms(hsum(acc) / cols as f32, eps);
             let vr = _mm512_set1_ps(rs);
             for i in (0..cols).step_by(16) {
-                store(yr, i, _mm512_mul_ps(_mm512_mul_ps(load(xr, i), vr), load(w, i)));
+                store(
+                    yr,
+                    i,
+                    _mm512_mul_ps(_mm512_mul_ps(load(xr, i), vr), load(w, i)),
+                );
             }
             rstd[r] = rs;
         }

@@ -72,7 +72,11 @@ pub(crate) mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(crate) fn mask(rem: usize) -> __mmask16 {
-        if rem >= 16 { 0xffff } else { ((1u32 << rem) - 1) as __mmask16 }
+        if rem >= 16 {
+            0xffff
+        } else {
+            ((1u32 << rem) - 1) as __mmask16
+        }
     }
 
     #[inline]
