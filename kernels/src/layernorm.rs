@@ -5,7 +5,7 @@
 //! saved (f32) for the backward.
 //!
 //! Statistics: two passes over the row in f32, first `mean = sum(x) / cols`, then
-//! `var = sum((x - mean)^2) / cols`. Chosen over `E[x^2] - mean^2`, which cancels catastrophically
+//! `var = sum((x - mean)^2) / cols`, each sum in four vector accumulators. Chosen over `E[x^2] - mean^2`, which cancels catastrophically
 //! when `|mean| >> std`, and over Welford, which needs a division per element and a serial chain
 //! that does not vectorise; a model's row (768..4096 floats) stays in L1/L2 between the passes, so
 //! the second pass costs no memory traffic. Squares overflow f32 for `|x - mean| > ~1.8e19`: then
@@ -426,7 +426,7 @@ mod scalar {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::inv_std;
-    use crate::simd::avx2::{hsum, load, mask, store};
+    use crate::simd::avx2::{hsum, load, mask, store, sum_by};
     use std::arch::x86_64::*;
 
     #[allow(clippy::too_many_arguments)]
@@ -443,17 +443,13 @@ mod avx2 {
     ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
-            let mut acc = _mm256_setzero_ps();
-            for i in (0..cols).step_by(8) {
-                acc = _mm256_add_ps(acc, load(xr, i));
-            }
-            let m = hsum(acc) / cols as f32;
-            let (vm, mut acc) = (_mm256_set1_ps(m), _mm256_setzero_ps());
-            for i in (0..cols).step_by(8) {
-                let d = _mm256_and_ps(_mm256_sub_ps(load(xr, i), vm), mask(cols - i));
-                acc = _mm256_fmadd_ps(d, d, acc);
-            }
-            let rs = inv_std(hsum(acc) / cols as f32, eps);
+            let m = hsum(sum_by(xr, |v, _| v)) / cols as f32;
+            let vm = _mm256_set1_ps(m);
+            let ss = sum_by(xr, |v, k| {
+                let d = _mm256_and_ps(_mm256_sub_ps(v, vm), k);
+                _mm256_mul_ps(d, d)
+            });
+            let rs = inv_std(hsum(ss) / cols as f32, eps);
             let vr = _mm256_set1_ps(rs);
             for i in (0..cols).step_by(8) {
                 let norm = _mm256_mul_ps(_mm256_sub_ps(load(xr, i), vm), vr);
@@ -508,7 +504,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::inv_std;
-    use crate::simd::avx512::{hsum, load, mask, store};
+    use crate::simd::avx512::{hsum, load, mask, store, sum_by};
     use std::arch::x86_64::*;
 
     #[allow(clippy::too_many_arguments)]
@@ -525,17 +521,13 @@ mod avx512 {
     ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
-            let mut acc = _mm512_setzero_ps();
-            for i in (0..cols).step_by(16) {
-                acc = _mm512_add_ps(acc, load(xr, i));
-            }
-            let m = hsum(acc) / cols as f32;
-            let (vm, mut acc) = (_mm512_set1_ps(m), _mm512_setzero_ps());
-            for i in (0..cols).step_by(16) {
-                let d = _mm512_maskz_sub_ps(mask(cols - i), load(xr, i), vm);
-                acc = _mm512_fmadd_ps(d, d, acc);
-            }
-            let rs = inv_std(hsum(acc) / cols as f32, eps);
+            let m = hsum(sum_by(xr, |v, _| v)) / cols as f32;
+            let vm = _mm512_set1_ps(m);
+            let ss = sum_by(xr, |v, k| {
+                let d = _mm512_maskz_sub_ps(k, v, vm);
+                _mm512_mul_ps(d, d)
+            });
+            let rs = inv_std(hsum(ss) / cols as f32, eps);
             let vr = _mm512_set1_ps(rs);
             for i in (0..cols).step_by(16) {
                 let norm = _mm512_mul_ps(_mm512_sub_ps(load(xr, i), vm), vr);

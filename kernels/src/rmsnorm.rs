@@ -2,7 +2,7 @@
 //!
 //! Forward: `y = (x * rstd) * w`, `rstd = 1 / sqrt(mean(x^2) + eps)`, the LLaMA / Hugging Face
 //! `LlamaRMSNorm` convention (eps 1e-6 there); per-row `rstd` (f32) is saved for the backward.
-//! One pass for the sum of squares in f32 (no mean to subtract, so no cancellation); squares
+//! One pass for the sum of squares in f32 (four vector accumulators) (no mean to subtract, so no cancellation); squares
 //! overflow for `|x| > ~1.8e19`, giving `rstd = 0` and `y = 0` for finite x.
 //!
 //! Backward (with `norm = x * rstd`, `g = dy * w`):
@@ -310,7 +310,7 @@ mod scalar {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::inv_rms;
-    use crate::simd::avx2::{hsum, load, store};
+    use crate::simd::avx2::{hsum, load, store, sum_by};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -324,12 +324,10 @@ mod avx2 {
     ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
-            let mut acc = _mm256_setzero_ps();
-            for i in (0..cols).step_by(8) {
-                let v = load(xr, i);
-                acc = _mm256_fmadd_ps(v, v, acc);
-            }
-            let rs = inv_rms(hsum(acc) / cols as f32, eps);
+            let rs = inv_rms(
+                hsum(sum_by(xr, |v, _| _mm256_mul_ps(v, v))) / cols as f32,
+                eps,
+            );
             let vr = _mm256_set1_ps(rs);
             for i in (0..cols).step_by(8) {
                 store(
@@ -377,7 +375,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::inv_rms;
-    use crate::simd::avx512::{hsum, load, store};
+    use crate::simd::avx512::{hsum, load, store, sum_by};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -391,12 +389,10 @@ mod avx512 {
     ) {
         for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
             let xr = &x[r * cols..][..cols];
-            let mut acc = _mm512_setzero_ps();
-            for i in (0..cols).step_by(16) {
-                let v = load(xr, i);
-                acc = _mm512_fmadd_ps(v, v, acc);
-            }
-            let rs = inv_rms(hsum(acc) / cols as f32, eps);
+            let rs = inv_rms(
+                hsum(sum_by(xr, |v, _| _mm512_mul_ps(v, v))) / cols as f32,
+                eps,
+            );
             let vr = _mm512_set1_ps(rs);
             for i in (0..cols).step_by(16) {
                 store(

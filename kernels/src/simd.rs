@@ -61,6 +61,26 @@ pub(crate) mod avx2 {
         let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
         _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
     }
+
+    /// As [`super::avx512::sum_by`] with 8 lanes; the mask is all-ones floats in live lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn sum_by(s: &[f32], f: impl Fn(__m256, __m256) -> __m256) -> __m256 {
+        let mut a = [_mm256_setzero_ps(); 4];
+        let full = mask(8);
+        let mut i = 0;
+        while i + 32 <= s.len() {
+            for (k, acc) in a.iter_mut().enumerate() {
+                *acc = _mm256_add_ps(*acc, f(load(s, i + 8 * k), full));
+            }
+            i += 32;
+        }
+        while i < s.len() {
+            a[0] = _mm256_add_ps(a[0], f(load(s, i), mask(s.len() - i)));
+            i += 8;
+        }
+        _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))
+    }
 }
 
 /// 16-lane helpers (AVX-512 F).
@@ -102,5 +122,27 @@ pub(crate) mod avx512 {
         let lo = _mm512_castps512_ps256(v);
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
         super::avx2::hsum(_mm256_add_ps(lo, hi))
+    }
+
+    /// `sum(f(s[i..i + 16], lanes))` over a row in four accumulators (four independent add
+    /// chains instead of one), the masked tail into the first, then `(a0 + a1) + (a2 + a3)`:
+    /// a fixed order for a given length. `f` gets each vector (zero past the end) and its lane
+    /// mask, and must return 0 in masked-off lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn sum_by(s: &[f32], f: impl Fn(__m512, __mmask16) -> __m512) -> __m512 {
+        let mut a = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= s.len() {
+            for (k, acc) in a.iter_mut().enumerate() {
+                *acc = _mm512_add_ps(*acc, f(load(s, i + 16 * k), 0xffff));
+            }
+            i += 64;
+        }
+        while i < s.len() {
+            a[0] = _mm512_add_ps(a[0], f(load(s, i), mask(s.len() - i)));
+            i += 16;
+        }
+        _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))
     }
 }
