@@ -117,6 +117,10 @@ impl Case {
     }
 }
 
+/// Values planted at a random position of `x` in the property test: signed zeros, squares that
+/// overflow f32 (whole row's statistics infinite), subnormals, and NaN/inf (row becomes NaN).
+const SPECIALS: [f32; 7] = [0.0, -0.0, 1e20, -1e20, 1e-40, f32::NAN, f32::INFINITY];
+
 fn cols_strategy() -> impl Strategy<Value = usize> {
     prop_oneof![4 => 0usize..=67, 1 => prop::sample::select(vec![255usize, 768, 1000, 4096])]
 }
@@ -129,11 +133,16 @@ proptest! {
         rows in 1usize..6,
         cols in cols_strategy(),
         seed in any::<u64>(),
+        special in prop::option::of((any::<usize>(), prop::sample::select(SPECIALS.to_vec()))),
         offset in -4.0f32..4.0,
         scale in prop::sample::select(vec![1e-2f32, 1.0, 50.0]),
         eps in prop::sample::select(vec![1e-5f32, 1e-12]),
     ) {
-        let c = Case::new(rows, cols, seed, offset, scale);
+        let mut c = Case::new(rows, cols, seed, offset, scale);
+        if let (Some((at, v)), false) = (special, c.x.is_empty()) {
+            let n = c.x.len();
+            c.x[at % n] = v;
+        }
         let (y0, m0, r0) = c.fwd(None, eps);
         let g0 = c.bwd(None, &m0, &r0, 0.25);
         for k in tiers() {

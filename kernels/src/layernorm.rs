@@ -255,8 +255,9 @@ fn inv_std(var: f32, eps: f32) -> f32 {
 }
 
 /// The scalar reference and test oracle: one row at a time, element-wise f32 arithmetic as the
-/// tiers do, but the row sums accumulated in f64 (then rounded to f32), so that a tier's error
-/// against it is the tier's own; sums over rows (dw, db) in row order in f32.
+/// tiers do (squares included, so they overflow where the tiers' do), but the row sums
+/// accumulated in f64 (then rounded to f32), so that a tier's error against it is the tier's
+/// own; sums over rows (dw, db) in row order in f32.
 // Index loops on purpose: the oracle reads as the formula.
 #[allow(clippy::needless_range_loop)]
 pub mod reference {
@@ -299,7 +300,7 @@ pub mod reference {
             }
             let mut var = 0.0f32;
             if cols > 0 {
-                let ss = xr.iter().map(|&v| ((v - m) as f64).powi(2)).sum::<f64>();
+                let ss = xr.iter().map(|&v| ((v - m) * (v - m)) as f64).sum::<f64>();
                 var = (ss / cols as f64) as f32;
             }
             let rs = inv_std(var, eps);
