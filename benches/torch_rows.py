@@ -4,6 +4,9 @@
 Prints one JSON object per line:
   {"name": "torch/softmax_fwd", "shape": "49152x256", "threads": 2, "gbps": ...}
 
+"gbps" is 1e9 bytes per second; criterion prints GiB/s (2^30), so multiply criterion's figure
+by 1.074 to compare.
+
 Timing: WARMUP untimed calls, then the median of REPS timed calls (time.perf_counter).
 Forward outputs are written into preallocated buffers through `out=` where the functional API
 has one; backward calls `torch.autograd.grad` on a graph built once (retain_graph=True), so only
