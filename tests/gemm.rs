@@ -16,10 +16,14 @@ fn tolerance(k: usize, magnitude: f32) -> f32 {
 
 /// A deterministic pseudo-random matrix in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -78,7 +82,11 @@ fn check(kern: &Kernels, c: &Case, seed: u64) {
             );
         }
         for j in n..ldc {
-            assert!(got[i * ldc + j].is_nan(), "{:?}: padding C[{i},{j}] overwritten", kern.isa());
+            assert!(
+                got[i * ldc + j].is_nan(),
+                "{:?}: padding C[{i},{j}] overwritten",
+                kern.isa()
+            );
         }
     }
 }
@@ -90,7 +98,16 @@ fn every_small_shape_every_transpose() {
             for n in 0..=20 {
                 for k in 0..=20 {
                     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                        let case = Case { m, n, k, ta, tb, alpha: 1.0, beta: 0.0, pad: 0 };
+                        let case = Case {
+                            m,
+                            n,
+                            k,
+                            ta,
+                            tb,
+                            alpha: 1.0,
+                            beta: 0.0,
+                            pad: 0,
+                        };
                         check(&kern, &case, (m * 441 + n * 21 + k) as u64);
                     }
                 }
@@ -104,9 +121,25 @@ fn alpha_beta_combinations_with_padding() {
     for kern in Kernels::available().unwrap() {
         for alpha in [0.0, 1.0, -0.75] {
             for beta in [0.0, 1.0, 2.5] {
-                for (m, n, k) in [(1, 1, 1), (7, 13, 5), (13, 33, 17), (20, 20, 20), (0, 5, 3), (4, 4, 0)] {
+                for (m, n, k) in [
+                    (1, 1, 1),
+                    (7, 13, 5),
+                    (13, 33, 17),
+                    (20, 20, 20),
+                    (0, 5, 3),
+                    (4, 4, 0),
+                ] {
                     for (ta, tb) in [(false, false), (true, true), (false, true)] {
-                        let case = Case { m, n, k, ta, tb, alpha, beta, pad: 3 };
+                        let case = Case {
+                            m,
+                            n,
+                            k,
+                            ta,
+                            tb,
+                            alpha,
+                            beta,
+                            pad: 3,
+                        };
                         check(&kern, &case, 7);
                     }
                 }
@@ -122,8 +155,14 @@ fn beta_zero_ignores_nan_in_c() {
         let a = fill(m * k, 1);
         let b = fill(k * n, 2);
         let mut c = vec![f32::NAN; m * n];
-        kern.sgemm(1.0, MatRef::new(&a, m, k, k), MatRef::new(&b, k, n, n), 0.0, MatMut::new(&mut c, m, n, n))
-            .unwrap();
+        kern.sgemm(
+            1.0,
+            MatRef::new(&a, m, k, k),
+            MatRef::new(&b, k, n, n),
+            0.0,
+            MatMut::new(&mut c, m, n, n),
+        )
+        .unwrap();
         assert!(c.iter().all(|v| v.is_finite()), "{:?}", kern.isa());
     }
 }
@@ -143,8 +182,26 @@ proptest! {
 fn large_shapes_cross_block_boundaries() {
     // k past KC, m past MC, n past NC on every tier: the blocked loops' seams.
     for kern in Kernels::available().unwrap() {
-        for (m, n, k) in [(1100, 70, 600), (40, 4200, 300), (2, 5000, 700), (300, 300, 1300)] {
-            check(&kern, &Case { m, n, k, ta: false, tb: true, alpha: 0.5, beta: 1.0, pad: 1 }, 3);
+        for (m, n, k) in [
+            (1100, 70, 600),
+            (40, 4200, 300),
+            (2, 5000, 700),
+            (300, 300, 1300),
+        ] {
+            check(
+                &kern,
+                &Case {
+                    m,
+                    n,
+                    k,
+                    ta: false,
+                    tb: true,
+                    alpha: 0.5,
+                    beta: 1.0,
+                    pad: 1,
+                },
+                3,
+            );
         }
     }
 }
@@ -152,23 +209,45 @@ fn large_shapes_cross_block_boundaries() {
 /// The same product on a 1-thread and a 2-thread pool, bit for bit.
 #[test]
 fn bit_identical_across_thread_counts() {
-    let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+    let pool = |t| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+    };
     for kern in Kernels::available().unwrap() {
-        for (m, n, k, tb) in [(256, 768, 300, false), (97, 515, 333, true), (1, 3072, 768, true), (4, 3072, 768, false)] {
+        for (m, n, k, tb) in [
+            (256, 768, 300, false),
+            (97, 515, 333, true),
+            (1, 3072, 768, true),
+            (4, 3072, 768, false),
+        ] {
             let a = fill(m * k, 11);
             let b = fill(k * n, 12);
             let run = |threads| {
                 let mut c = fill(m * n, 13);
-                let bv = if tb { MatRef::new(&b, n, k, k).t() } else { MatRef::new(&b, k, n, n) };
+                let bv = if tb {
+                    MatRef::new(&b, n, k, k).t()
+                } else {
+                    MatRef::new(&b, k, n, n)
+                };
                 pool(threads).install(|| {
-                    kern.sgemm(1.0, MatRef::new(&a, m, k, k), bv, 1.0, MatMut::new(&mut c, m, n, n))
-                        .unwrap()
+                    kern.sgemm(
+                        1.0,
+                        MatRef::new(&a, m, k, k),
+                        bv,
+                        1.0,
+                        MatMut::new(&mut c, m, n, n),
+                    )
+                    .unwrap()
                 });
                 c
             };
             let (one, two) = (run(1), run(2));
             assert!(
-                one.iter().zip(&two).all(|(x, y)| x.to_bits() == y.to_bits()),
+                one.iter()
+                    .zip(&two)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
                 "{:?} {m}x{n}x{k}: 1 and 2 threads differ",
                 kern.isa()
             );
@@ -179,7 +258,12 @@ fn bit_identical_across_thread_counts() {
 #[test]
 fn batched_matches_one_by_one() {
     for kern in Kernels::available().unwrap() {
-        for (batch, m, n, k) in [(12, 16, 16, 64), (3, 33, 17, 9), (1, 64, 64, 64), (40, 2, 3, 4)] {
+        for (batch, m, n, k) in [
+            (12, 16, 16, 64),
+            (3, 33, 17, 9),
+            (1, 64, 64, 64),
+            (40, 2, 3, 4),
+        ] {
             let (sa, sb, sc) = (m * k + 1, k * n + 2, m * n + 3);
             let a = fill(batch * sa, 1);
             let b = fill(batch * sb, 2);
@@ -225,25 +309,65 @@ fn shape_and_length_errors() {
     let b = vec![0.0; 6];
     let mut c = vec![0.0; 4];
     // Inner dimensions disagree: (2, 3) x (2, 3).
-    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, 3), MatRef::new(&b, 2, 3, 3), 0.0, MatMut::new(&mut c, 2, 3, 3));
+    let e = kern.sgemm(
+        1.0,
+        MatRef::new(&a, 2, 3, 3),
+        MatRef::new(&b, 2, 3, 3),
+        0.0,
+        MatMut::new(&mut c, 2, 3, 3),
+    );
     assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
     // A slice too short for its shape.
-    let e = kern.sgemm(1.0, MatRef::new(&a[..5], 2, 3, 3), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 2));
-    assert!(matches!(e, Err(KernelError::BadLength { arg: "a", .. })), "{e:?}");
+    let e = kern.sgemm(
+        1.0,
+        MatRef::new(&a[..5], 2, 3, 3),
+        MatRef::new(&b, 3, 2, 2),
+        0.0,
+        MatMut::new(&mut c, 2, 2, 2),
+    );
+    assert!(
+        matches!(e, Err(KernelError::BadLength { arg: "a", .. })),
+        "{e:?}"
+    );
     // C's leading dimension below its width.
-    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, 3), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 1));
+    let e = kern.sgemm(
+        1.0,
+        MatRef::new(&a, 2, 3, 3),
+        MatRef::new(&b, 3, 2, 2),
+        0.0,
+        MatMut::new(&mut c, 2, 2, 1),
+    );
     assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
     // Strides whose span overflows.
-    let e = kern.sgemm(1.0, MatRef::new(&a, 2, 3, usize::MAX), MatRef::new(&b, 3, 2, 2), 0.0, MatMut::new(&mut c, 2, 2, 2));
+    let e = kern.sgemm(
+        1.0,
+        MatRef::new(&a, 2, 3, usize::MAX),
+        MatRef::new(&b, 3, 2, 2),
+        0.0,
+        MatMut::new(&mut c, 2, 2, 2),
+    );
     assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
     // Batched outputs that would overlap.
-    let e = kern.sgemm_batched(2, 1.0, MatRef::new(&a, 1, 3, 3), 3, MatRef::new(&b, 3, 1, 1), 3, 0.0, MatMut::new(&mut c, 1, 1, 1), 0);
+    let e = kern.sgemm_batched(
+        2,
+        1.0,
+        MatRef::new(&a, 1, 3, 3),
+        3,
+        MatRef::new(&b, 3, 1, 1),
+        3,
+        0.0,
+        MatMut::new(&mut c, 1, 1, 1),
+        0,
+    );
     assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
 }
 
 #[test]
 fn forcing_an_unknown_or_missing_isa_is_an_error() {
-    assert!(matches!("sse9".parse::<anvil::kernels::Isa>(), Err(KernelError::UnknownIsa { .. })));
+    assert!(matches!(
+        "sse9".parse::<anvil::kernels::Isa>(),
+        Err(KernelError::UnknownIsa { .. })
+    ));
     for isa in anvil::kernels::Isa::ALL {
         let r = Kernels::new(isa);
         assert_eq!(r.is_ok(), isa.is_supported(), "{isa}");

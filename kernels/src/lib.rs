@@ -6,10 +6,14 @@
 //! the host supports can also be made directly ([`Kernels::new`]), which is how the tests run every
 //! kernel on every tier in turn.
 
+pub mod adamw;
 mod error;
 pub mod gemm;
 mod isa;
+pub mod layernorm;
+pub mod rmsnorm;
 mod roofline;
+mod simd;
 
 pub use error::KernelError;
 pub use gemm::{MatMut, MatRef};
