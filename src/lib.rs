@@ -1,3 +1,6 @@
 //! Anvil: a CPU tensor engine. The kernels crate is re-exported as [`kernels`].
 
 pub use anvil_kernels as kernels;
+
+pub mod json;
+pub mod tokenizer;
