@@ -72,7 +72,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, msg: &str) -> JsonError {
-        JsonError { offset: self.pos, msg: msg.to_string() }
+        JsonError {
+            offset: self.pos,
+            msg: msg.to_string(),
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -189,7 +192,10 @@ impl Parser<'_> {
         match self.digits() {
             0 => return Err(self.err("expected digits in number")),
             n if n > 1 && self.s[int_start] == b'0' => {
-                return Err(JsonError { offset: int_start, msg: "leading zero in number".into() });
+                return Err(JsonError {
+                    offset: int_start,
+                    msg: "leading zero in number".into(),
+                });
             }
             _ => {}
         }
@@ -222,7 +228,10 @@ impl Parser<'_> {
         }
         match text.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Value::Number(f)),
-            _ => Err(JsonError { offset: start, msg: "number out of range for f64".into() }),
+            _ => Err(JsonError {
+                offset: start,
+                msg: "number out of range for f64".into(),
+            }),
         }
     }
 
@@ -247,20 +256,32 @@ impl Parser<'_> {
         let hi = self.hex4()?;
         let cp = if (0xD800..0xDC00).contains(&hi) {
             if !self.s[self.pos..].starts_with(b"\\u") {
-                return Err(JsonError { offset: at, msg: "high surrogate without a low surrogate".into() });
+                return Err(JsonError {
+                    offset: at,
+                    msg: "high surrogate without a low surrogate".into(),
+                });
             }
             self.pos += 2;
             let lo = self.hex4()?;
             if !(0xDC00..0xE000).contains(&lo) {
-                return Err(JsonError { offset: at, msg: "high surrogate without a low surrogate".into() });
+                return Err(JsonError {
+                    offset: at,
+                    msg: "high surrogate without a low surrogate".into(),
+                });
             }
             0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
         } else if (0xDC00..0xE000).contains(&hi) {
-            return Err(JsonError { offset: at, msg: "lone low surrogate".into() });
+            return Err(JsonError {
+                offset: at,
+                msg: "lone low surrogate".into(),
+            });
         } else {
             hi
         };
-        char::from_u32(cp).ok_or(JsonError { offset: at, msg: "invalid code point".into() })
+        char::from_u32(cp).ok_or(JsonError {
+            offset: at,
+            msg: "invalid code point".into(),
+        })
     }
 
     fn string(&mut self) -> Result<String, JsonError> {
@@ -279,7 +300,10 @@ impl Parser<'_> {
                 Ok(run) => out.push_str(run),
                 Err(e) => {
                     let offset = run_start + e.valid_up_to();
-                    return Err(JsonError { offset, msg: "invalid UTF-8 in string".into() });
+                    return Err(JsonError {
+                        offset,
+                        msg: "invalid UTF-8 in string".into(),
+                    });
                 }
             }
             match self.peek() {

@@ -7,7 +7,12 @@ use proptest::prelude::*;
 #[test]
 fn parses_values_and_keeps_key_order() {
     let v = parse_str(r#" {"b": [1, -2, 3.5, 1e3, true, false, null], "a": {"x": "y"}} "#).unwrap();
-    let keys: Vec<&str> = v.as_object().unwrap().iter().map(|(k, _)| k.as_str()).collect();
+    let keys: Vec<&str> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
     assert_eq!(keys, ["b", "a"]);
     let b = v.get("b").unwrap();
     assert_eq!(b.at(0).unwrap().as_u64(), Some(1));
@@ -17,22 +22,40 @@ fn parses_values_and_keeps_key_order() {
     assert_eq!(b.at(3).unwrap(), &Value::Number(1000.0));
     assert_eq!(b.at(4).unwrap().as_bool(), Some(true));
     assert!(b.at(6).unwrap().is_null());
-    assert_eq!(v.get("a").and_then(|a| a.get("x")).and_then(Value::as_str), Some("y"));
+    assert_eq!(
+        v.get("a").and_then(|a| a.get("x")).and_then(Value::as_str),
+        Some("y")
+    );
     assert_eq!(v.get("missing"), None);
 }
 
 #[test]
 fn integers_are_exact() {
-    for text in ["0", "-0", "9007199254740993", "18446744073709551615", "-9223372036854775808"] {
+    for text in [
+        "0",
+        "-0",
+        "9007199254740993",
+        "18446744073709551615",
+        "-9223372036854775808",
+    ] {
         let v = parse_str(text).unwrap();
         assert!(matches!(v, Value::Int(_)), "{text}");
         let expected = if text == "-0" { "0" } else { text };
         assert_eq!(v.to_json(), expected);
     }
-    assert_eq!(parse_str("18446744073709551615").unwrap().as_u64(), Some(u64::MAX));
-    assert_eq!(parse_str("9007199254740993").unwrap().as_u64(), Some(9_007_199_254_740_993));
+    assert_eq!(
+        parse_str("18446744073709551615").unwrap().as_u64(),
+        Some(u64::MAX)
+    );
+    assert_eq!(
+        parse_str("9007199254740993").unwrap().as_u64(),
+        Some(9_007_199_254_740_993)
+    );
     // Beyond u64: an f64.
-    assert_eq!(parse_str("18446744073709551616").unwrap(), Value::Number(18446744073709551616.0));
+    assert_eq!(
+        parse_str("18446744073709551616").unwrap(),
+        Value::Number(18446744073709551616.0)
+    );
 }
 
 #[test]
@@ -77,7 +100,12 @@ fn malformed_inputs_report_offsets() {
     for &(input, offset) in cases {
         match parse(input) {
             Ok(v) => panic!("{:?} parsed as {v:?}", String::from_utf8_lossy(input)),
-            Err(e) => assert_eq!(e.offset, offset, "{:?}: {e}", String::from_utf8_lossy(input)),
+            Err(e) => assert_eq!(
+                e.offset,
+                offset,
+                "{:?}: {e}",
+                String::from_utf8_lossy(input)
+            ),
         }
     }
 }
@@ -97,11 +125,22 @@ fn depth_limit() {
 fn writer_escapes() {
     let v = Value::Object(vec![
         ("k\"\\\n".into(), Value::String("\u{1}\u{1f}\t é😀".into())),
-        ("n".into(), Value::Array(vec![Value::Number(0.1), Value::Number(1e300), Value::Number(-2.0), Value::Int(7)])),
+        (
+            "n".into(),
+            Value::Array(vec![
+                Value::Number(0.1),
+                Value::Number(1e300),
+                Value::Number(-2.0),
+                Value::Int(7),
+            ]),
+        ),
         ("nan".into(), Value::Number(f64::NAN)),
     ]);
     let text = v.to_json();
-    assert_eq!(text, r#"{"k\"\\\n":"\u0001\u001f\t é😀","n":[0.1,1e300,-2.0,7],"nan":null}"#);
+    assert_eq!(
+        text,
+        r#"{"k\"\\\n":"\u0001\u001f\t é😀","n":[0.1,1e300,-2.0,7],"nan":null}"#
+    );
     let back = parse_str(&text).unwrap();
     assert_eq!(back.get("k\"\\\n"), v.get("k\"\\\n"));
     assert_eq!(parse_str(&v.to_json_pretty()).unwrap(), back);
@@ -113,7 +152,9 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|i| Value::Int(i128::from(i))),
         any::<u64>().prop_map(|i| Value::Int(i128::from(i))),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Number),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Number),
         any::<String>().prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
@@ -128,9 +169,14 @@ fn arb_value() -> impl Strategy<Value = Value> {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Int(y)) | (Value::Int(y), Value::Number(x)) => *x == *y as f64,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same(a, b))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, a), (kb, b))| ka == kb && same(a, b))
         }
         _ => a == b,
     }

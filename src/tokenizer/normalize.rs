@@ -24,7 +24,12 @@ pub struct BertOptions {
 impl Default for BertOptions {
     /// The settings of the uncased BERT models.
     fn default() -> Self {
-        BertOptions { clean_text: true, handle_chinese_chars: true, strip_accents: true, lowercase: true }
+        BertOptions {
+            clean_text: true,
+            handle_chinese_chars: true,
+            strip_accents: true,
+            lowercase: true,
+        }
     }
 }
 
@@ -52,8 +57,7 @@ fn is_bert_control(c: char) -> bool {
     if matches!(c, '\t' | '\n' | '\r') {
         return false;
     }
-    let private_use =
-        matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
+    let private_use = matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
     c.is_control() || private_use || in_ranges(c, FORMAT)
 }
 
@@ -83,7 +87,7 @@ fn push_stripped(c: char, out: &mut String) {
     if (0xAC00..0xAC00 + 11172).contains(&cp) {
         let s = cp - 0xAC00;
         let jamo = [0x1100 + s / 588, 0x1161 + (s % 588) / 28, 0x11A7 + s % 28];
-        let n = if s % 28 == 0 { 2 } else { 3 };
+        let n = if s.is_multiple_of(28) { 2 } else { 3 };
         out.extend(jamo[..n].iter().filter_map(|&j| char::from_u32(j)));
         return;
     }
@@ -169,7 +173,10 @@ mod tests {
     fn cjk_control_punct() {
         let n = normalize("a\u{200B}b\u{0}c\t中文\u{FFFD}!", BertOptions::default());
         assert_eq!(split_words(&n), ["abc", "中", "文", "!"]);
-        assert_eq!(split_words("don't stop—now"), ["don", "'", "t", "stop", "—", "now"]);
+        assert_eq!(
+            split_words("don't stop—now"),
+            ["don", "'", "t", "stop", "—", "now"]
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ fn class(c: char) -> Class {
 
 /// Byte length of the longest prefix of `s` whose chars are all of class `cls`.
 fn run_len(s: &str, cls: Class) -> usize {
-    s.char_indices().find(|&(_, c)| class(c) != cls).map_or(s.len(), |(i, _)| i)
+    s.char_indices()
+        .find(|&(_, c)| class(c) != cls)
+        .map_or(s.len(), |(i, _)| i)
 }
 
 /// Byte length of the piece at the start of non-empty `s`.
@@ -70,7 +72,11 @@ pub fn pre_tokenize(text: &str) -> Vec<&str> {
     while pos < text.len() {
         let len = next_piece_len(&text[pos..]).max(1);
         // `len` ends on a char boundary by construction; fall back to the whole rest if it ever did not.
-        let end = if text.is_char_boundary(pos + len) { pos + len } else { text.len() };
+        let end = if text.is_char_boundary(pos + len) {
+            pos + len
+        } else {
+            text.len()
+        };
         out.push(&text[pos..end]);
         pos = end;
     }
@@ -84,10 +90,16 @@ mod tests {
     #[test]
     fn gpt2_examples() {
         assert_eq!(pre_tokenize("Hello world"), ["Hello", " world"]);
-        assert_eq!(pre_tokenize("I'm can't it's"), ["I", "'m", " can", "'t", " it", "'s"]);
+        assert_eq!(
+            pre_tokenize("I'm can't it's"),
+            ["I", "'m", " can", "'t", " it", "'s"]
+        );
         assert_eq!(pre_tokenize("a  b"), ["a", " ", " b"]);
         assert_eq!(pre_tokenize("x\n\ny  "), ["x", "\n", "\n", "y", "  "]);
-        assert_eq!(pre_tokenize("12 34!!? 'sx"), ["12", " 34", "!!?", " '", "sx"]);
+        assert_eq!(
+            pre_tokenize("12 34!!? 'sx"),
+            ["12", " 34", "!!?", " '", "sx"]
+        );
         assert_eq!(pre_tokenize(" \t£5"), [" ", "\t", "£", "5"]);
         assert_eq!(pre_tokenize("héllo 世界"), ["héllo", " 世界"]);
     }

@@ -34,7 +34,13 @@ impl State {
             }
         }
         let heap = pair_count.iter().map(|(&p, &c)| (c, Reverse(p))).collect();
-        State { words, freq, pair_count, pair_words, heap }
+        State {
+            words,
+            freq,
+            pair_count,
+            pair_words,
+            heap,
+        }
     }
 
     /// The most frequent pair with its count, dropping stale heap entries.
@@ -113,14 +119,19 @@ impl Bpe {
     ) -> Result<Bpe, Error> {
         let base = special_tokens.len() + 256;
         if vocab_size < base {
-            let msg = format!("vocab_size {vocab_size} < {} special tokens + 256 byte tokens", special_tokens.len());
+            let msg = format!(
+                "vocab_size {vocab_size} < {} special tokens + 256 byte tokens",
+                special_tokens.len()
+            );
             return Err(Error::Train { msg });
         }
         let mut vocab: Vec<String> = Vec::with_capacity(vocab_size);
         let mut specials = Vec::with_capacity(special_tokens.len());
         for (i, &s) in special_tokens.iter().enumerate() {
             if s.is_empty() || special_tokens[..i].contains(&s) {
-                return Err(Error::Train { msg: format!("special token {s:?} is empty or repeated") });
+                return Err(Error::Train {
+                    msg: format!("special token {s:?} is empty or repeated"),
+                });
             }
             vocab.push(s.to_string());
             specials.push((s.to_string(), i as u32));
@@ -145,15 +156,24 @@ impl Bpe {
         }
         let mut counted: Vec<(&str, i64)> = counts.into_iter().collect();
         counted.sort_unstable();
-        let words = counted.iter().map(|(w, _)| w.bytes().map(|b| byte_id[b as usize]).collect()).collect();
+        let words = counted
+            .iter()
+            .map(|(w, _)| w.bytes().map(|b| byte_id[b as usize]).collect())
+            .collect();
         let freq = counted.iter().map(|&(_, f)| f).collect();
         let mut state = State::new(words, freq);
 
         let min_frequency = i64::try_from(min_frequency.max(1)).unwrap_or(i64::MAX);
         let mut merges = Vec::with_capacity(vocab_size - base);
-        let mut ids: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let mut ids: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         while vocab.len() < vocab_size {
-            let Some(((a, b), count)) = state.best() else { break };
+            let Some(((a, b), count)) = state.best() else {
+                break;
+            };
             if count < min_frequency {
                 break;
             }

@@ -34,9 +34,22 @@ impl WordPiece {
             // Later duplicates win, as a Python dict built line by line would have it.
             ids.insert(t.clone(), i as u32);
         }
-        let unk_id = *ids.get(unk_token).ok_or_else(|| Error::MissingToken { token: unk_token.to_string() })?;
-        let specials = BERT_SPECIALS.iter().filter_map(|s| ids.get(*s).map(|&id| (s.to_string(), id))).collect();
-        Ok(WordPiece { vocab, ids, unk_id, prefix: "##".into(), max_chars: 100, options, specials })
+        let unk_id = *ids.get(unk_token).ok_or_else(|| Error::MissingToken {
+            token: unk_token.to_string(),
+        })?;
+        let specials = BERT_SPECIALS
+            .iter()
+            .filter_map(|s| ids.get(*s).map(|&id| (s.to_string(), id)))
+            .collect();
+        Ok(WordPiece {
+            vocab,
+            ids,
+            unk_id,
+            prefix: "##".into(),
+            max_chars: 100,
+            options,
+            specials,
+        })
     }
 
     /// Loads a BERT `vocab.txt` (one token per line, id = line number) with the uncased options.
@@ -45,12 +58,18 @@ impl WordPiece {
     /// [`Error::Io`], [`Error::Format`] for non-UTF-8 text, [`Error::MissingToken`] without `[UNK]`.
     pub fn from_vocab_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| Error::Format {
             file: path.display().to_string(),
             msg: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
         })?;
-        let vocab = text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
+        let vocab = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect();
         Self::new(vocab, "[UNK]", BertOptions::default())
     }
 
@@ -64,25 +83,40 @@ impl WordPiece {
     }
 
     pub(crate) fn from_json(root: &Value, file: &str) -> Result<Self, Error> {
-        let bad = |msg: String| Error::Format { file: file.to_string(), msg };
-        let model = root.get("model").ok_or_else(|| bad("no \"model\" field".into()))?;
+        let bad = |msg: String| Error::Format {
+            file: file.to_string(),
+            msg,
+        };
+        let model = root
+            .get("model")
+            .ok_or_else(|| bad("no \"model\" field".into()))?;
         if model.get("type").and_then(Value::as_str) != Some("WordPiece") {
             return Err(bad("model.type is not \"WordPiece\"".into()));
         }
         let vocab = super::vocab_from_json(model, file)?;
-        let unk = model.get("unk_token").and_then(Value::as_str).unwrap_or("[UNK]");
+        let unk = model
+            .get("unk_token")
+            .and_then(Value::as_str)
+            .unwrap_or("[UNK]");
         let options = bert_options(root.get("normalizer"), file)?;
         let mut wp = Self::new(vocab, unk, options)?;
         if let Some(p) = model.get("continuing_subword_prefix") {
-            wp.prefix = p.as_str().ok_or_else(|| bad("continuing_subword_prefix is not a string".into()))?.into();
+            wp.prefix = p
+                .as_str()
+                .ok_or_else(|| bad("continuing_subword_prefix is not a string".into()))?
+                .into();
         }
         if let Some(m) = model.get("max_input_chars_per_word") {
-            let m = m.as_u64().ok_or_else(|| bad("max_input_chars_per_word is not an integer".into()))?;
+            let m = m
+                .as_u64()
+                .ok_or_else(|| bad("max_input_chars_per_word is not an integer".into()))?;
             wp.max_chars = usize::try_from(m).unwrap_or(usize::MAX);
         }
         let added = super::added_tokens_from_json(root, file)?;
         if let Some((t, id)) = added.iter().find(|(_, id)| *id as usize >= wp.vocab.len()) {
-            return Err(bad(format!("added token {t:?} has id {id} outside the vocabulary")));
+            return Err(bad(format!(
+                "added token {t:?} has id {id} outside the vocabulary"
+            )));
         }
         if !added.is_empty() {
             wp.specials = added;
@@ -95,7 +129,11 @@ impl WordPiece {
     /// # Errors
     /// [`Error::MissingToken`] if the vocabulary lacks `[CLS]` or `[SEP]`.
     pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>, Error> {
-        let id = |t: &str| self.ids.get(t).copied().ok_or_else(|| Error::MissingToken { token: t.to_string() });
+        let id = |t: &str| {
+            self.ids.get(t).copied().ok_or_else(|| Error::MissingToken {
+                token: t.to_string(),
+            })
+        };
         let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
         let mut out = vec![cls];
         out.extend(self.encode(text));
@@ -115,7 +153,9 @@ impl WordPiece {
         while start < word.len() {
             // Candidate ends at char boundaries, longest first.
             let mut found = None;
-            let ends = word[start..].char_indices().map(|(i, c)| start + i + c.len_utf8());
+            let ends = word[start..]
+                .char_indices()
+                .map(|(i, c)| start + i + c.len_utf8());
             for end in ends.collect::<Vec<_>>().into_iter().rev() {
                 key.clear();
                 if start > 0 {
@@ -145,10 +185,16 @@ impl WordPiece {
 /// Reads a `BertNormalizer` block; `strip_accents: null` follows `lowercase`, as in HF.
 fn bert_options(normalizer: Option<&Value>, file: &str) -> Result<BertOptions, Error> {
     let mut o = BertOptions::default();
-    let Some(n) = normalizer.filter(|n| !n.is_null()) else { return Ok(o) };
+    let Some(n) = normalizer.filter(|n| !n.is_null()) else {
+        return Ok(o);
+    };
     if n.get("type").and_then(Value::as_str) != Some("BertNormalizer") {
-        let msg = "normalizer is not a BertNormalizer (other normalizers are unsupported)".to_string();
-        return Err(Error::Format { file: file.to_string(), msg });
+        let msg =
+            "normalizer is not a BertNormalizer (other normalizers are unsupported)".to_string();
+        return Err(Error::Format {
+            file: file.to_string(),
+            msg,
+        });
     }
     let flag = |k: &str, d: bool| n.get(k).and_then(Value::as_bool).unwrap_or(d);
     o.clean_text = flag("clean_text", true);
@@ -180,7 +226,10 @@ impl Tokenizer for WordPiece {
     fn decode(&self, ids: &[u32]) -> Result<String, Error> {
         let mut out = String::new();
         for &id in ids {
-            let tok = self.id_to_token(id).ok_or(Error::UnknownId { id, vocab_size: self.vocab.len() })?;
+            let tok = self.id_to_token(id).ok_or(Error::UnknownId {
+                id,
+                vocab_size: self.vocab.len(),
+            })?;
             match tok.strip_prefix(self.prefix.as_str()) {
                 Some(rest) if !self.prefix.is_empty() => out.push_str(rest),
                 _ => {
