@@ -3,7 +3,7 @@
 //! apply in rank order. Loads and saves HF `tokenizer.json`; training lives in `train.rs`.
 
 use super::pretokenize::pre_tokenize;
-use super::{Error, Segment, Tokenizer, split_specials};
+use super::{Error, IdMap, Segment, Tokenizer, split_specials};
 use crate::json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -48,7 +48,7 @@ pub struct Bpe {
     /// Rank-ordered merges, as saved.
     merge_list: Vec<(u32, u32)>,
     /// `(left, right) -> (rank, merged id)`.
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: IdMap<(u32, u32), (u32, u32)>,
     byte_ids: [u32; 256],
     /// `(content, id)`; matched verbatim before pre-tokenization and decoded verbatim.
     specials: Vec<(String, u32)>,
@@ -131,7 +131,7 @@ impl Bpe {
                 .get(&c)
                 .ok_or_else(|| bad(format!("vocabulary lacks byte 0x{b:02x} ({c:?})")))?;
         }
-        let mut merge_map = HashMap::with_capacity(merges.len());
+        let mut merge_map = IdMap::default();
         let mut merge_list = Vec::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
             let id_of = |t: &str| {
@@ -312,6 +312,10 @@ impl Bpe {
     /// heap entries are recognised because a pair's rank no longer matches.
     fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         const DEAD: u32 = u32::MAX;
+        if let [b] = piece {
+            out.push(self.byte_ids[*b as usize]);
+            return;
+        }
         let mut sym: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
         let n = sym.len();
         let mut next: Vec<usize> = (1..=n).collect();
