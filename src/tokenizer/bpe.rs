@@ -98,26 +98,7 @@ impl Bpe {
             file: file.to_string(),
             msg,
         };
-        // Added tokens may sit beyond the model vocabulary (HF allows it); they extend it densely.
-        let mut sorted: Vec<&(String, u32)> = specials.iter().collect();
-        sorted.sort_by_key(|(_, id)| *id);
-        for (content, id) in sorted {
-            let id = *id as usize;
-            match vocab.get(id) {
-                Some(t) if t == content => {}
-                Some(t) => {
-                    return Err(bad(format!(
-                        "added token {content:?} has id {id}, which is {t:?}"
-                    )));
-                }
-                None if id == vocab.len() => vocab.push(content.clone()),
-                None => {
-                    return Err(bad(format!(
-                        "added token {content:?} id {id} leaves a gap in the ids"
-                    )));
-                }
-            }
-        }
+        place_added_tokens(&mut vocab, specials, file)?;
         let mut ids = HashMap::with_capacity(vocab.len());
         for (i, t) in vocab.iter().enumerate() {
             if ids.insert(t.clone(), i as u32).is_some() {
@@ -141,8 +122,8 @@ impl Bpe {
             };
             let (l, r) = (id_of(a)?, id_of(b)?);
             let merged = id_of(&format!("{a}{b}"))?;
-            // A repeated merge keeps its first (best) rank, as HF does.
-            merge_map.entry((l, r)).or_insert((rank as u32, merged));
+            // A repeated merge takes its last rank, as GPT-2's dict and HF's map do.
+            merge_map.insert((l, r), (rank as u32, merged));
             merge_list.push((l, r));
         }
         let mut is_special = vec![false; vocab.len()];
@@ -379,6 +360,39 @@ impl Bpe {
             cache.insert(piece.to_string(), out[start..].to_vec());
         }
     }
+}
+
+/// Added tokens may sit beyond the model vocabulary (HF allows it); they extend it without gaps. One inside
+/// it must match the token already there.
+fn place_added_tokens(
+    vocab: &mut Vec<String>,
+    specials: &[(String, u32)],
+    file: &str,
+) -> Result<(), Error> {
+    let bad = |msg: String| Error::Format {
+        file: file.to_string(),
+        msg,
+    };
+    let mut sorted: Vec<&(String, u32)> = specials.iter().collect();
+    sorted.sort_by_key(|(_, id)| *id);
+    for (content, id) in sorted {
+        let id = *id as usize;
+        match vocab.get(id) {
+            Some(t) if t == content => {}
+            Some(t) => {
+                return Err(bad(format!(
+                    "added token {content:?} has id {id}, which is {t:?}"
+                )));
+            }
+            None if id == vocab.len() => vocab.push(content.clone()),
+            None => {
+                return Err(bad(format!(
+                    "added token {content:?} id {id} leaves a gap in the ids"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Accepts a ByteLevel pre-tokenizer (alone or inside a Sequence) without a prefix space; rejects others.

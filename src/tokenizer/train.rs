@@ -12,6 +12,9 @@ use std::collections::{BinaryHeap, HashMap};
 
 type Pair = (u32, u32);
 
+/// `(content, id)` of each special token.
+type Specials = Vec<(String, u32)>;
+
 /// The working state: distinct words as symbol ids with their frequencies, and the pair statistics.
 struct State {
     words: Vec<Vec<u32>>,
@@ -125,43 +128,8 @@ impl Bpe {
             );
             return Err(Error::Train { msg });
         }
-        let mut vocab: Vec<String> = Vec::with_capacity(vocab_size);
-        let mut specials = Vec::with_capacity(special_tokens.len());
-        for (i, &s) in special_tokens.iter().enumerate() {
-            if s.is_empty() || special_tokens[..i].contains(&s) {
-                return Err(Error::Train {
-                    msg: format!("special token {s:?} is empty or repeated"),
-                });
-            }
-            vocab.push(s.to_string());
-            specials.push((s.to_string(), i as u32));
-        }
-        let mut bytes: Vec<u8> = (0..=255).collect();
-        bytes.sort_by_key(|&b| byte_to_char(b));
-        let mut byte_id = [0u32; 256];
-        for b in bytes {
-            byte_id[b as usize] = vocab.len() as u32;
-            vocab.push(byte_to_char(b).to_string());
-        }
-
-        let mut counts: HashMap<&str, i64> = HashMap::new();
-        for text in texts {
-            for seg in split_specials(text.as_ref(), &specials) {
-                if let Segment::Text(t) = seg {
-                    for piece in pre_tokenize(t) {
-                        *counts.entry(piece).or_default() += 1;
-                    }
-                }
-            }
-        }
-        let mut counted: Vec<(&str, i64)> = counts.into_iter().collect();
-        counted.sort_unstable();
-        let words = counted
-            .iter()
-            .map(|(w, _)| w.bytes().map(|b| byte_id[b as usize]).collect())
-            .collect();
-        let freq = counted.iter().map(|&(_, f)| f).collect();
-        let mut state = State::new(words, freq);
+        let (mut vocab, specials, byte_id) = initial_vocab(special_tokens)?;
+        let mut state = count_words(texts, &specials, &byte_id);
 
         let min_frequency = i64::try_from(min_frequency.max(1)).unwrap_or(i64::MAX);
         let mut merges = Vec::with_capacity(vocab_size - base);
@@ -189,4 +157,58 @@ impl Bpe {
         }
         Bpe::from_parts(vocab, &merges, &specials, "<trained>")
     }
+}
+
+/// Special tokens (ids in the given order), then the 256 byte tokens in GPT-2 order (by stand-in char);
+/// also returns each byte's id.
+fn initial_vocab(special_tokens: &[&str]) -> Result<(Vec<String>, Specials, [u32; 256]), Error> {
+    let mut vocab: Vec<String> = special_tokens.iter().map(|s| s.to_string()).collect();
+    let specials = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), i as u32))
+        .collect();
+    let mut bytes: Vec<u8> = (0..=255).collect();
+    bytes.sort_by_key(|&b| byte_to_char(b));
+    let mut byte_id = [0u32; 256];
+    for b in bytes {
+        byte_id[b as usize] = vocab.len() as u32;
+        vocab.push(byte_to_char(b).to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = vocab
+        .iter()
+        .find(|t| t.is_empty() || !seen.insert(t.as_str()))
+    {
+        let msg = format!("special token {dup:?} is empty, repeated, or a byte token");
+        return Err(Error::Train { msg });
+    }
+    Ok((vocab, specials, byte_id))
+}
+
+/// Pre-tokenizes every text (special tokens cut out) and counts distinct words, sorted so that word indices
+/// do not depend on hash order.
+fn count_words<S: AsRef<str>>(
+    texts: &[S],
+    specials: &[(String, u32)],
+    byte_id: &[u32; 256],
+) -> State {
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for text in texts {
+        for seg in split_specials(text.as_ref(), specials) {
+            if let Segment::Text(t) = seg {
+                for piece in pre_tokenize(t) {
+                    *counts.entry(piece).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut counted: Vec<(&str, i64)> = counts.into_iter().collect();
+    counted.sort_unstable();
+    let words = counted
+        .iter()
+        .map(|(w, _)| w.bytes().map(|b| byte_id[b as usize]).collect())
+        .collect();
+    let freq = counted.iter().map(|&(_, f)| f).collect();
+    State::new(words, freq)
 }
