@@ -155,8 +155,9 @@ impl WordPiece {
             let mut found = None;
             let ends = word[start..]
                 .char_indices()
+                .rev()
                 .map(|(i, c)| start + i + c.len_utf8());
-            for end in ends.collect::<Vec<_>>().into_iter().rev() {
+            for end in ends {
                 key.clear();
                 if start > 0 {
                     key.push_str(&self.prefix);
