@@ -3,7 +3,7 @@
 //! apply in rank order. Loads and saves HF `tokenizer.json`; training lives in `train.rs`.
 
 use super::pretokenize::pre_tokenize;
-use super::{Error, IdMap, Segment, Tokenizer, split_specials};
+use super::{Error, FastMap, Segment, Tokenizer, split_specials};
 use crate::json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -48,7 +48,7 @@ pub struct Bpe {
     /// Rank-ordered merges, as saved.
     merge_list: Vec<(u32, u32)>,
     /// `(left, right) -> (rank, merged id)`.
-    merges: IdMap<(u32, u32), (u32, u32)>,
+    merges: FastMap<(u32, u32), (u32, u32)>,
     byte_ids: [u32; 256],
     /// `(content, id)`; matched verbatim before pre-tokenization and decoded verbatim.
     specials: Vec<(String, u32)>,
@@ -112,7 +112,7 @@ impl Bpe {
                 .get(&c)
                 .ok_or_else(|| bad(format!("vocabulary lacks byte 0x{b:02x} ({c:?})")))?;
         }
-        let mut merge_map = IdMap::default();
+        let mut merge_map = FastMap::default();
         let mut merge_list = Vec::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
             let id_of = |t: &str| {

@@ -20,20 +20,21 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 
-/// A map keyed by token ids. Ids are not attacker-chosen the way raw text is, so a fast multiplicative hash
-/// (the FxHash mixing step) replaces SipHash; string-keyed maps keep the std hasher.
-pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// A map whose keys come from the model (token ids, vocabulary strings), not from inserting user text, so
+/// hash flooding cannot lengthen its probe chains: a fast multiplicative hash (FxHash's mixing step) replaces
+/// SipHash. Maps filled from user text (the BPE word cache, training counts) keep the std hasher.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub(crate) struct FastHasher(u64);
 
-impl IdHasher {
+impl FastHasher {
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
-impl Hasher for IdHasher {
+impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];

@@ -54,8 +54,8 @@ fn is_bert_whitespace(c: char) -> bool {
 }
 
 fn is_bert_control(c: char) -> bool {
-    if matches!(c, '\t' | '\n' | '\r') {
-        return false;
+    if c.is_ascii() {
+        return c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
     }
     let private_use = matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
     c.is_control() || private_use || in_ranges(c, FORMAT)
@@ -80,6 +80,10 @@ fn is_cjk(c: char) -> bool {
 /// Appends the NFD of `c` with nonspacing marks removed.
 fn push_stripped(c: char, out: &mut String) {
     let cp = c as u32;
+    if c.is_ascii() {
+        out.push(c);
+        return;
+    }
     if in_ranges(c, MARK_NONSPACING) {
         return;
     }

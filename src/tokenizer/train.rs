@@ -6,7 +6,7 @@
 
 use super::bpe::{Bpe, byte_to_char};
 use super::pretokenize::pre_tokenize;
-use super::{Error, IdMap, Segment, split_specials};
+use super::{Error, FastMap, Segment, split_specials};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -19,17 +19,17 @@ type Specials = Vec<(String, u32)>;
 struct State {
     words: Vec<Vec<u32>>,
     freq: Vec<i64>,
-    pair_count: IdMap<Pair, i64>,
+    pair_count: FastMap<Pair, i64>,
     /// Words that contained the pair when it was counted; may hold stale or repeated indices.
-    pair_words: IdMap<Pair, Vec<u32>>,
+    pair_words: FastMap<Pair, Vec<u32>>,
     /// `(count, smallest pair first)`; entries whose count no longer matches `pair_count` are skipped.
     heap: BinaryHeap<(i64, Reverse<Pair>)>,
 }
 
 impl State {
     fn new(words: Vec<Vec<u32>>, freq: Vec<i64>) -> Self {
-        let mut pair_count: IdMap<Pair, i64> = IdMap::default();
-        let mut pair_words: IdMap<Pair, Vec<u32>> = IdMap::default();
+        let mut pair_count: FastMap<Pair, i64> = FastMap::default();
+        let mut pair_words: FastMap<Pair, Vec<u32>> = FastMap::default();
         for (w, (syms, &f)) in words.iter().zip(&freq).enumerate() {
             for p in syms.windows(2) {
                 *pair_count.entry((p[0], p[1])).or_default() += f;
@@ -61,7 +61,7 @@ impl State {
         let mut affected = self.pair_words.remove(&pair).unwrap_or_default();
         affected.sort_unstable();
         affected.dedup();
-        let mut delta: IdMap<Pair, i64> = IdMap::default();
+        let mut delta: FastMap<Pair, i64> = FastMap::default();
         for w in affected {
             let syms = &self.words[w as usize];
             if !syms.windows(2).any(|p| (p[0], p[1]) == pair) {

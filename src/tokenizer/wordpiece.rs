@@ -2,9 +2,8 @@
 //! `##` continuation prefix. Loads `vocab.txt` or a HF `tokenizer.json` with `model.type` "WordPiece".
 
 use super::normalize::{self, BertOptions};
-use super::{Error, Segment, Tokenizer, split_specials};
+use super::{Error, FastMap, Segment, Tokenizer, split_specials};
 use crate::json::Value;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Special tokens of BERT vocabularies, matched verbatim in the input before normalisation.
@@ -14,7 +13,7 @@ const BERT_SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 #[derive(Debug, Clone)]
 pub struct WordPiece {
     vocab: Vec<String>,
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
     unk_id: u32,
     prefix: String,
     /// Words with more characters than this become `[UNK]` whole.
@@ -29,7 +28,7 @@ impl WordPiece {
     /// # Errors
     /// [`Error::MissingToken`] if `unk_token` is not in `vocab`.
     pub fn new(vocab: Vec<String>, unk_token: &str, options: BertOptions) -> Result<Self, Error> {
-        let mut ids = HashMap::with_capacity(vocab.len());
+        let mut ids = FastMap::default();
         for (i, t) in vocab.iter().enumerate() {
             // Later duplicates win, as a Python dict built line by line would have it.
             ids.insert(t.clone(), i as u32);
