@@ -2,3 +2,6 @@
 
 pub mod bench;
 pub use anvil_kernels as kernels;
+
+pub mod json;
+pub mod tokenizer;

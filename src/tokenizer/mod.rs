@@ -1,0 +1,285 @@
+//! Tokenizers: byte-level BPE (GPT-2 style, with training) and BERT WordPiece, loaded from and saved to the
+//! Hugging Face `tokenizer.json` format. One [`Error`] enum for the module; one [`Tokenizer`] trait over both.
+
+pub mod bpe;
+mod normalize;
+mod pretokenize;
+mod train;
+#[rustfmt::skip]
+mod unicode_tables;
+pub mod wordpiece;
+
+pub use bpe::Bpe;
+pub use normalize::BertOptions;
+pub use pretokenize::pre_tokenize;
+pub use wordpiece::WordPiece;
+
+use crate::json::{self, JsonError, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+
+/// A map whose keys come from the model (token ids, vocabulary strings), not from inserting user text, so
+/// hash flooding cannot lengthen its probe chains: a fast multiplicative hash (FxHash's mixing step) replaces
+/// SipHash. Maps filled from user text (the BPE word cache, training counts) keep the std hasher.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What went wrong, naming the file (or `<memory>`) and the problem.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading or writing `path` failed.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `file` is not valid JSON.
+    Json { file: String, source: JsonError },
+    /// `file` parsed but its content is not a tokenizer we support; `msg` says which field and why.
+    Format { file: String, msg: String },
+    /// `decode` was given an id outside the vocabulary.
+    UnknownId { id: u32, vocab_size: usize },
+    /// A required token (e.g. `[UNK]`, `[CLS]`) is missing from the vocabulary.
+    MissingToken { token: String },
+    /// Training parameters that cannot produce a tokenizer.
+    Train { msg: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Json { file, source } => write!(f, "{file}: {source}"),
+            Error::Format { file, msg } => write!(f, "{file}: {msg}"),
+            Error::UnknownId { id, vocab_size } => {
+                write!(f, "unknown token id {id} (vocabulary size {vocab_size})")
+            }
+            Error::MissingToken { token } => write!(f, "token {token:?} is not in the vocabulary"),
+            Error::Train { msg } => write!(f, "training: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Json { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The operations every tokenizer offers.
+pub trait Tokenizer {
+    /// Token ids for `text` (no `[CLS]`/`[SEP]`-style framing).
+    fn encode(&self, text: &str) -> Vec<u32>;
+    /// Text for `ids`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownId`] naming the first id outside the vocabulary.
+    fn decode(&self, ids: &[u32]) -> Result<String, Error>;
+    fn vocab_size(&self) -> usize;
+    fn id_to_token(&self, id: u32) -> Option<&str>;
+    fn token_to_id(&self, token: &str) -> Option<u32>;
+}
+
+/// Loads a HF `tokenizer.json`, choosing the implementation from `model.type` ("BPE" or "WordPiece").
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Json`], or [`Error::Format`] for an unsupported or inconsistent file.
+pub fn from_file(path: impl AsRef<Path>) -> Result<Box<dyn Tokenizer + Send + Sync>, Error> {
+    let path = path.as_ref();
+    let (file, root) = read_json(path)?;
+    match root
+        .get("model")
+        .and_then(|m| m.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some("BPE") => Ok(Box::new(Bpe::from_json(&root, &file)?)),
+        Some("WordPiece") => Ok(Box::new(WordPiece::from_json(&root, &file)?)),
+        other => Err(Error::Format {
+            file,
+            msg: format!("unsupported model.type {other:?}"),
+        }),
+    }
+}
+
+/// Reads and parses a JSON file; returns its display name too, for error messages.
+pub(crate) fn read_json(path: &Path) -> Result<(String, Value), Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    match json::parse(&bytes) {
+        Ok(v) => Ok((file, v)),
+        Err(source) => Err(Error::Json { file, source }),
+    }
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it into place, so a crash never leaves a
+/// half-written tokenizer behind.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// One piece of input after special tokens are cut out.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Segment<'a> {
+    Text(&'a str),
+    Special(u32),
+}
+
+/// Splits `text` at every occurrence of a special token (leftmost first; the longest on a tie), as HF matches
+/// added tokens before any normalisation or pre-tokenization. `specials` holds `(content, id)`.
+pub(crate) fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Segment<'a>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut best: Option<(usize, usize, u32)> = None; // (start, len, id)
+        for (content, id) in specials.iter().filter(|(c, _)| !c.is_empty()) {
+            if let Some(pos) = rest.find(content.as_str()) {
+                let better = match best {
+                    None => true,
+                    Some((b, l, _)) => pos < b || (pos == b && content.len() > l),
+                };
+                if better {
+                    best = Some((pos, content.len(), *id));
+                }
+            }
+        }
+        match best {
+            Some((pos, len, id)) => {
+                if pos > 0 {
+                    out.push(Segment::Text(&rest[..pos]));
+                }
+                out.push(Segment::Special(id));
+                rest = &rest[pos + len..];
+            }
+            None => {
+                out.push(Segment::Text(rest));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Reads `model.vocab` (an object of token -> id) into an id-indexed table; ids must be dense from 0.
+pub(crate) fn vocab_from_json(model: &Value, file: &str) -> Result<Vec<String>, Error> {
+    let bad = |msg: String| Error::Format {
+        file: file.to_string(),
+        msg,
+    };
+    let pairs = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
+    let mut slots: Vec<Option<String>> = vec![None; pairs.len()];
+    for (token, id) in pairs {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad(format!("model.vocab[{token:?}] is not an integer id")))?;
+        let slot = usize::try_from(id)
+            .ok()
+            .and_then(|i| slots.get_mut(i))
+            .ok_or_else(|| {
+                bad(format!(
+                    "model.vocab id {id} for {token:?} is out of range (ids must be dense)"
+                ))
+            })?;
+        if slot.is_some() {
+            return Err(bad(format!("model.vocab id {id} is used twice")));
+        }
+        *slot = Some(token.clone());
+    }
+    // Every slot is filled: pairs.len() distinct ids in 0..pairs.len().
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// Reads `added_tokens` as `(content, id)` pairs.
+pub(crate) fn added_tokens_from_json(
+    root: &Value,
+    file: &str,
+) -> Result<Vec<(String, u32)>, Error> {
+    let bad = |msg: &str| Error::Format {
+        file: file.to_string(),
+        msg: msg.to_string(),
+    };
+    let Some(list) = root.get("added_tokens") else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("added_tokens is not an array"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for t in list {
+        let content = t
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("added token without content"))?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok());
+        let id = id.ok_or_else(|| bad("added token without a valid id"))?;
+        out.push((content.to_string(), id));
+    }
+    Ok(out)
+}
