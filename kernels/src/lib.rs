@@ -9,6 +9,7 @@
 mod error;
 pub mod gemm;
 mod isa;
+pub mod qgemm;
 
 pub use error::KernelError;
 pub use gemm::{MatMut, MatRef};

@@ -1,0 +1,147 @@
+//! AMX-INT8 kernel: `tdpbssd` on 2 x 2 tiles of 16 x 16 i32 (32 rows x 32 columns of C), k in
+//! steps of 64 bytes. AMX has no intrinsics on stable Rust, so each instruction is one `asm!`.
+//!
+//! Tiles: tmm0..3 accumulate C (rows 0-15 / 16-31 x columns 0-15 / 16-31), tmm4/5 hold 16 rows of
+//! A x 64 bytes of k, tmm6/7 hold 16 k-groups x 64 bytes of a weight panel, which is exactly the
+//! packed layout (see `pack.rs`). `tdpbssd` multiplies signed by signed bytes, so activations are
+//! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows.
+#![cfg(target_arch = "x86_64")]
+
+use super::{Ctx, NB};
+use std::arch::asm;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// Whether this process may use AMX tile data: asked of the kernel once, with
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` (Linux 5.16+). Without it the first tile
+/// instruction would fault; on refusal the VNNI paths are used instead.
+pub(crate) fn permitted() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| crate::Features::detect().amx_int8 && request_tile_permission())
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    const SYS_ARCH_PRCTL: u64 = 158;
+    const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+    const XFEATURE_XTILEDATA: u64 = 18;
+    let mut ret = SYS_ARCH_PRCTL;
+    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) reads and writes no user memory; it only extends
+    // this process's XSAVE permissions. `syscall` clobbers rcx and r11, declared here.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The 64-byte tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn all_16x64() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        for t in 0..8 {
+            c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+            c[48 + t] = 16; // rows
+        }
+        Self(c)
+    }
+}
+
+/// C tile buffer: 32 rows x NB i32, 64-byte aligned for `tilestored`.
+#[repr(C, align(64))]
+struct Tile([i32; 32 * NB]);
+
+/// Column blocks `blocks` of C, per-channel format, i8 activations padded to 32-row multiples.
+///
+/// # Safety
+/// AMX-INT8 is present and [`permitted`] returned true; the CPU has AVX-512 (epilogue); `ctx` is
+/// a valid problem whose activation buffer holds `m.next_multiple_of(32)` rows.
+pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
+    let cfg = TileConfig::all_16x64();
+    // SAFETY: the CPU has AMX and this process has tile permission (contract); `cfg` is valid.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+    let (kp, m) = (ctx.w.kp(), ctx.m);
+    let mut tile = Tile([0; 32 * NB]);
+    for jb in blocks {
+        let b0 = ctx.w.panels[2 * jb * kp * 16..].as_ptr();
+        let mut i0 = 0;
+        while i0 < m {
+            // SAFETY: rows i0..i0+32 lie in the padded activation buffer, panels 2jb and 2jb+1
+            // hold kp * 16 bytes each, and `tile` holds 32 x NB i32 (contract and layout).
+            unsafe {
+                block32x32(ctx.a.data.as_ptr().add(i0 * kp), kp, b0, &mut tile);
+                super::vnni::store512(ctx, &tile.0, i0, (m - i0).min(32), jb * NB, false);
+            }
+            i0 += 32;
+        }
+    }
+    // SAFETY: releases the tile state this thread configured above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// tile (32, 32) = A (32 rows at `a`, stride kp) x the panel pair at `b` (2 x kp * 16 bytes).
+///
+/// # Safety
+/// Tiles configured by [`run`]; the pointers cover the extents above.
+#[inline]
+unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
+    let (a1, b1) = (a.wrapping_add(16 * kp), b.wrapping_add(kp * 16));
+    // SAFETY: every load reads 16 rows x 64 bytes inside the extents of the contract.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for s in 0..kp / 64 {
+            asm!(
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tileloadd tmm6, [{b0} + {ldb}*1]",
+                "tileloadd tmm7, [{b1} + {ldb}*1]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tdpbssd tmm3, tmm5, tmm7",
+                a0 = in(reg) a.add(s * 64),
+                a1 = in(reg) a1.add(s * 64),
+                b0 = in(reg) b.add(s * 1024),
+                b1 = in(reg) b1.add(s * 1024),
+                lda = in(reg) kp,
+                ldb = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        let c = tile.0.as_mut_ptr().cast::<u8>();
+        asm!(
+            "tilestored [{c0} + {ld}*1], tmm0",
+            "tilestored [{c1} + {ld}*1], tmm1",
+            "tilestored [{c2} + {ld}*1], tmm2",
+            "tilestored [{c3} + {ld}*1], tmm3",
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(64),
+            c2 = in(reg) c.add(16 * NB * 4),
+            c3 = in(reg) c.add(16 * NB * 4 + 64),
+            ld = in(reg) NB * 4,
+            options(nostack),
+        );
+    }
+}
