@@ -4,7 +4,8 @@
 //! Tiles: tmm0..3 accumulate C (rows 0-15 / 16-31 x columns 0-15 / 16-31), tmm4/5 hold 16 rows of
 //! A x 64 bytes of k, tmm6/7 hold 16 k-groups x 64 bytes of a weight panel, which is exactly the
 //! packed layout (see `pack.rs`). `tdpbssd` multiplies signed by signed bytes, so activations are
-//! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows.
+//! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows and
+//! re-laid as contiguous 1 KB tiles ([`to_tiles`]).
 #![cfg(target_arch = "x86_64")]
 
 use super::{Ctx, NB};
@@ -71,7 +72,8 @@ struct Tile([i32; 32 * NB]);
 ///
 /// # Safety
 /// AMX-INT8 is present and [`permitted`] returned true; the CPU has AVX-512 (epilogue); `ctx` is
-/// a valid problem whose activation buffer holds `m.next_multiple_of(32)` rows.
+/// a valid problem whose activation buffer holds `m.next_multiple_of(32)` rows laid out by
+/// [`to_tiles`].
 pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     let cfg = TileConfig::all_16x64();
     // SAFETY: the CPU has AMX and this process has tile permission (contract); `cfg` is valid.
@@ -95,14 +97,22 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// tile (32, 32) = A (32 rows at `a`, stride kp) x the panel pair at `b` (2 x kp * 16 bytes).
+/// tile (32, 32) = A (two row tiles at `a`, each `kp * 16` bytes in 1 KB k-steps, see
+/// [`to_tiles`]) x the panel pair at `b` (2 x kp * 16 bytes, also 1 KB per k-step).
+///
+/// Software-pipelined: tile registers are not renamed, so a load must wait for the last product
+/// reading its register, and a product for its loads. Each step issues the next step's loads as
+/// soon as their register frees up (A0 after C01, B0 after C10, A1 and B1 after C11), so every
+/// load has one or two 16-cycle products to land behind.
 ///
 /// # Safety
 /// Tiles configured by [`run`]; the pointers cover the extents above.
 #[inline]
 unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
     let (a1, b1) = (a.wrapping_add(16 * kp), b.wrapping_add(kp * 16));
-    // SAFETY: every load reads 16 rows x 64 bytes inside the extents of the contract.
+    let steps = kp / 64;
+    // SAFETY: every load reads one contiguous 1 KB tile of k-step < steps inside the extents of
+    // the contract; the loop loads step s + 1 only while s + 1 < steps.
     unsafe {
         asm!(
             "tilezero tmm0",
@@ -111,23 +121,42 @@ unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
             "tilezero tmm3",
             options(nostack, nomem)
         );
-        for s in 0..kp / 64 {
+        if steps > 0 {
             asm!(
-                "tileloadd tmm4, [{a0} + {lda}*1]",
-                "tileloadd tmm5, [{a1} + {lda}*1]",
-                "tileloadd tmm6, [{b0} + {ldb}*1]",
-                "tileloadd tmm7, [{b1} + {ldb}*1]",
+                "tileloadd tmm4, [{a0} + {ld}*1]",
+                "tileloadd tmm6, [{b0} + {ld}*1]",
+                "tileloadd tmm7, [{b1} + {ld}*1]",
+                "tileloadd tmm5, [{a1} + {ld}*1]",
+                a0 = in(reg) a, a1 = in(reg) a1, b0 = in(reg) b, b1 = in(reg) b1,
+                ld = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        for s in 1..steps {
+            asm!(
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tileloadd tmm4, [{a0} + {ld}*1]",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tileloadd tmm6, [{b0} + {ld}*1]",
+                "tdpbssd tmm3, tmm5, tmm7",
+                "tileloadd tmm5, [{a1} + {ld}*1]",
+                "tileloadd tmm7, [{b1} + {ld}*1]",
+                a0 = in(reg) a.add(s * 1024),
+                a1 = in(reg) a1.add(s * 1024),
+                b0 = in(reg) b.add(s * 1024),
+                b1 = in(reg) b1.add(s * 1024),
+                ld = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        if steps > 0 {
+            asm!(
                 "tdpbssd tmm0, tmm4, tmm6",
                 "tdpbssd tmm1, tmm4, tmm7",
                 "tdpbssd tmm2, tmm5, tmm6",
                 "tdpbssd tmm3, tmm5, tmm7",
-                a0 = in(reg) a.add(s * 64),
-                a1 = in(reg) a1.add(s * 64),
-                b0 = in(reg) b.add(s * 1024),
-                b1 = in(reg) b1.add(s * 1024),
-                lda = in(reg) kp,
-                ldb = in(reg) 64usize,
-                options(nostack, readonly),
+                options(nostack, nomem),
             );
         }
         let c = tile.0.as_mut_ptr().cast::<u8>();
@@ -144,4 +173,18 @@ unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
             options(nostack),
         );
     }
+}
+
+/// Re-lays row-major activations (rows, kp), rows a multiple of 16, as AMX A tiles: row tile
+/// `t` (rows 16t..16t+16) is `kp * 16` contiguous bytes, k-step `s` of it the 1 KB tile
+/// `[r % 16][k % 64]`, so every `tileloadd` reads one contiguous kilobyte.
+pub(crate) fn to_tiles(data: &[u8], rows: usize, kp: usize) -> Vec<u8> {
+    let mut out = vec![0u8; rows * kp];
+    for r in 0..rows {
+        for s in 0..kp / 64 {
+            let dst = ((r / 16) * (kp / 64) + s) * 1024 + (r % 16) * 64;
+            out[dst..dst + 64].copy_from_slice(&data[r * kp + s * 64..][..64]);
+        }
+    }
+    out
 }

@@ -107,6 +107,15 @@ impl QPath {
         format == QFormat::PerChannel || matches!(self, QPath::Scalar | QPath::Avx512Vnni)
     }
 
+    /// The activation buffer (rows, kp) row-major, in the layout this path reads.
+    fn relayout(self, data: Vec<u8>, rows: usize, kp: usize) -> Vec<u8> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            QPath::Amx => amx::to_tiles(&data, rows, kp),
+            _ => data,
+        }
+    }
+
     /// Whether the path feeds `vpdpbusd` activations offset by +128 (as u8).
     fn offsets_activations(self) -> bool {
         matches!(self, QPath::AvxVnni | QPath::Avx512Vnni)
@@ -236,7 +245,10 @@ fn quantize_acts(isa: Isa, path: QPath, x: &[f32], m: usize, w: &QWeights) -> Ac
     }
     // Padding rows (AMX) stay i8 zero; with the +128 offset they must read as zero too.
     data[m * kp..].iter_mut().for_each(|b| *b ^= xor);
-    Acts { data, scales }
+    Acts {
+        data: path.relayout(data, rows, kp),
+        scales,
+    }
 }
 
 /// Reinterprets bytes as i8 (same size and alignment).
@@ -388,7 +400,7 @@ impl Kernels {
             }
         }
         let acts = Acts {
-            data,
+            data: path.relayout(data, rows, kp),
             scales: Vec::new(),
         };
         // The block format's kernels apply scales per block; the exact sum over k is the

@@ -59,7 +59,7 @@ unsafe fn run512_tf(ctx: &Ctx, blocks: Range<usize>) {
                 } else {
                     let mut tile = [0i32; MR512 * NB];
                     match mr {
-                        1 => tile512::<1>(ai, kp, b, &mut tile),
+                        1 => row512(ai, kp, b, &mut tile),
                         2 => tile512::<2>(ai, kp, b, &mut tile),
                         3 => tile512::<3>(ai, kp, b, &mut tile),
                         4 => tile512::<4>(ai, kp, b, &mut tile),
@@ -88,6 +88,38 @@ unsafe fn tile512<const MR: usize>(a: *const u8, kp: usize, b: *const i8, tile: 
             _mm512_storeu_si512(tile.as_mut_ptr().add(r * NB).cast(), row[0]);
             _mm512_storeu_si512(tile.as_mut_ptr().add(r * NB + 16).cast(), row[1]);
         }
+    }
+}
+
+/// One row (GEMV): as [`tile512`] with MR = 1, but over 4 independent accumulator chains per
+/// panel, since a single chain would wait on `vpdpbusd`'s latency every group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn row512(a: *const u8, kp: usize, b: *const i8, tile: &mut [i32]) {
+    let mut acc = [[_mm512_setzero_si512(); 2]; 4];
+    let pstride = kp * 16;
+    // kp is a multiple of 64, so the groups come in fours.
+    for g4 in (0..kp / 4).step_by(4) {
+        for (u, chain) in acc.iter_mut().enumerate() {
+            let g = g4 + u;
+            // SAFETY: group g < kp / 4 of both panels and of the row (caller's contract).
+            unsafe {
+                let av = _mm512_set1_epi32(a.add(g * 4).cast::<i32>().read_unaligned());
+                let w0 = _mm512_loadu_si512(b.add(g * 64).cast());
+                let w1 = _mm512_loadu_si512(b.add(pstride + g * 64).cast());
+                chain[0] = _mm512_dpbusd_epi32(chain[0], av, w0);
+                chain[1] = _mm512_dpbusd_epi32(chain[1], av, w1);
+            }
+        }
+    }
+    // Integer sums: the order of the chains does not change the result.
+    for p in 0..2 {
+        let s = _mm512_add_epi32(
+            _mm512_add_epi32(acc[0][p], acc[1][p]),
+            _mm512_add_epi32(acc[2][p], acc[3][p]),
+        );
+        // SAFETY: the tile holds at least NB i32.
+        unsafe { _mm512_storeu_si512(tile.as_mut_ptr().add(16 * p).cast(), s) };
     }
 }
 
