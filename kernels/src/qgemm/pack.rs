@@ -106,7 +106,7 @@ impl QWeights {
         check_len(OP, "scales", scales.len(), mul(OP, n, nb)?)?;
         let mut w = Self::pack(OP, q, n, k, QFormat::Block32)?;
         let bpp = w.kp / QK; // blocks per panel row, padding included
-        w.scales = vec![0.0; w.panels.len() / w.kp / 16 * bpp * 16];
+        w.scales = vec![0.0; n.next_multiple_of(NB) / 16 * bpp * 16];
         w.block_comp = vec![0; w.scales.len()];
         for j in 0..n {
             let (p, c) = (j / 16, j % 16);
