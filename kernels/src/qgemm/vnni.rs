@@ -113,13 +113,14 @@ unsafe fn row512(a: *const u8, kp: usize, b: *const i8, tile: &mut [i32]) {
         }
     }
     // Integer sums: the order of the chains does not change the result.
-    for p in 0..2 {
-        let s = _mm512_add_epi32(
-            _mm512_add_epi32(acc[0][p], acc[1][p]),
-            _mm512_add_epi32(acc[2][p], acc[3][p]),
-        );
-        // SAFETY: the tile holds at least NB i32.
-        unsafe { _mm512_storeu_si512(tile.as_mut_ptr().add(16 * p).cast(), s) };
+    let sum = |p: usize| {
+        let s01 = _mm512_add_epi32(acc[0][p], acc[1][p]);
+        _mm512_add_epi32(s01, _mm512_add_epi32(acc[2][p], acc[3][p]))
+    };
+    // SAFETY: the tile holds at least NB i32.
+    unsafe {
+        _mm512_storeu_si512(tile.as_mut_ptr().cast(), sum(0));
+        _mm512_storeu_si512(tile.as_mut_ptr().add(16).cast(), sum(1));
     }
 }
 
