@@ -10,6 +10,7 @@
 
 use super::{Ctx, NB};
 use std::arch::asm;
+use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -133,6 +134,12 @@ unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
             );
         }
         for s in 1..steps {
+            // A streams from L2 while B stays in L1: pull the A tiles two steps ahead into L1.
+            for l in 0..16 {
+                let ahead = (s + 2) * 1024 + l * 64;
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(ahead).cast());
+                _mm_prefetch::<_MM_HINT_T0>(a1.wrapping_add(ahead).cast());
+            }
             asm!(
                 "tdpbssd tmm0, tmm4, tmm6",
                 "tdpbssd tmm1, tmm4, tmm7",
