@@ -1,5 +1,5 @@
-//! AVX2 kernel: `vpmaddubsw` + `vpmaddwd` with the sign trick (4 rows x 16 columns), and the AVX2
-//! epilogue (also used by AVX-VNNI).
+//! AVX2 kernels: `vpmaddubsw` + `vpmaddwd` with the sign trick (4 rows x 16 columns; 2 rows for
+//! the block format), and the AVX2 epilogue (also used by AVX-VNNI).
 //!
 //! `vpmaddubsw(u, s)` multiplies unsigned bytes `u` by signed bytes `s` and adds adjacent pairs
 //! into i16 with saturation. We feed `u = |w|` and `s = a * sign(w)` (`vpsignb`), whose product is
@@ -9,12 +9,16 @@
 //! i32 while `k * 127 * 127 < 2^31` (`MAX_K`).
 #![cfg(target_arch = "x86_64")]
 
+use super::pack::QFormat;
+use super::quant::QK;
 use super::{Ctx, NB, Out};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 /// Rows per micro-tile: 4 x 2 accumulators, 2 weight and 2 |weight| vectors, broadcast, ones.
 const MR: usize = 4;
+/// Rows per block-format micro-tile: 2 x 2 i32 and 2 x 2 f32 accumulators besides the above.
+const MR_BLOCKS: usize = 2;
 
 /// Column blocks `blocks` of C, per-channel format, i8 activations.
 ///
@@ -29,6 +33,29 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
 unsafe fn run_tf(ctx: &Ctx, blocks: Range<usize>) {
     let (kp, m) = (ctx.w.kp(), ctx.m);
     let a = ctx.a.data.as_ptr();
+    if ctx.w.format() == QFormat::Block32 && matches!(ctx.out, Out::F32(_)) {
+        for jb in blocks {
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = (m - i0).min(MR_BLOCKS);
+                let mut tile = [0.0f32; MR_BLOCKS * NB];
+                for p in 0..2 {
+                    let t = &mut tile[16 * p..];
+                    // SAFETY: rows i0..i0+mr < m; panel 2jb+p exists (n padded to 32).
+                    unsafe {
+                        match mr {
+                            1 => blocks_sign::<1>(ctx, i0, 2 * jb + p, t),
+                            _ => blocks_sign::<2>(ctx, i0, 2 * jb + p, t),
+                        }
+                    }
+                }
+                // SAFETY: rows i0..i0+mr < m, block jb inside n (forwarded contract).
+                unsafe { ctx.store_f32(&tile, i0, mr, jb * NB) };
+                i0 += mr;
+            }
+        }
+        return;
+    }
     for jb in blocks {
         let mut i0 = 0;
         while i0 < m {
@@ -61,9 +88,30 @@ unsafe fn run_tf(ctx: &Ctx, blocks: Range<usize>) {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn tile_sign<const R: usize>(a: *const u8, kp: usize, b: *const i8, tile: &mut [i32]) {
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    for g in 0..kp / 4 {
+    // SAFETY: forwarded contract: R rows of kp bytes at `a`, a panel of kp * 16 bytes at `b`.
+    unsafe { dot_sign::<R>(a, kp, b, 0..kp / 4, &mut acc) };
+    for (r, row) in acc.iter().enumerate() {
+        // SAFETY: the tile holds rows of NB i32 from its start.
+        unsafe {
+            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB).cast(), row[0]);
+            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB + 8).cast(), row[1]);
+        }
+    }
+}
+
+/// `acc[r][h] += a[r][4g..4g+4] . panel group g, columns 8h..8h+8` for groups `gs`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot_sign<const R: usize>(
+    a: *const u8,
+    kp: usize,
+    b: *const i8,
+    gs: Range<usize>,
+    acc: &mut [[__m256i; 2]; R],
+) {
+    let ones = _mm256_set1_epi16(1);
+    for g in gs {
         // SAFETY: group g < kp / 4 of the panel and of R rows (caller's contract).
         unsafe {
             let w = [0, 32].map(|o| _mm256_loadu_si256(b.add(g * 64 + o).cast()));
@@ -78,11 +126,44 @@ unsafe fn tile_sign<const R: usize>(a: *const u8, kp: usize, b: *const i8, tile:
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        // SAFETY: the tile holds rows of NB i32 from its start.
+}
+
+/// Block format, one panel `pi`: tile[r * NB + 0..16] f32 = sum over blocks of 32 k, in order,
+/// of `dot_b as f32 * (sa[r][b] * sw[b][c])`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn blocks_sign<const R: usize>(ctx: &Ctx, i0: usize, pi: usize, tile: &mut [f32]) {
+    let kp = ctx.w.kp();
+    let bpp = kp / QK;
+    // SAFETY: rows i0..i0+R < m and panel pi exist (caller's contract).
+    let (a, b) = unsafe {
+        (
+            ctx.a.data.as_ptr().add(i0 * kp),
+            ctx.w.panels.as_ptr().add(pi * kp * 16),
+        )
+    };
+    let mut y = [[_mm256_setzero_ps(); 2]; R];
+    for blk in 0..bpp {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        // SAFETY: forwarded contract; scales hold (panels, bpp, 16) values.
         unsafe {
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB).cast(), row[0]);
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB + 8).cast(), row[1]);
+            dot_sign::<R>(a, kp, b, blk * QK / 4..(blk + 1) * QK / 4, &mut acc);
+            let e = (pi * bpp + blk) * 16;
+            let sw = [0, 8].map(|o| _mm256_loadu_ps(ctx.w.scales.as_ptr().add(e + o)));
+            for (r, (yr, ar)) in y.iter_mut().zip(&acc).enumerate() {
+                let sa = _mm256_set1_ps(ctx.a.scales[(i0 + r) * bpp + blk]);
+                for h in 0..2 {
+                    let d = _mm256_cvtepi32_ps(ar[h]);
+                    yr[h] = _mm256_add_ps(yr[h], _mm256_mul_ps(d, _mm256_mul_ps(sa, sw[h])));
+                }
+            }
+        }
+    }
+    for (r, row) in y.iter().enumerate() {
+        // SAFETY: the tile holds rows of NB f32 from its start.
+        unsafe {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NB), row[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NB + 8), row[1]);
         }
     }
 }

@@ -101,10 +101,11 @@ impl QPath {
     }
 
     /// Whether the path has a dequantizing kernel for `format`. The block format (a float
-    /// multiply-add per block of 32) is implemented on the scalar and AVX512-VNNI paths; every
-    /// path computes the exact i32 product ([`Kernels::qgemm_i8_i32`]) of either format.
+    /// multiply and add per block of 32) runs on every path but AMX, whose 64-byte tile depth
+    /// spans two blocks; every path computes the exact i32 product ([`Kernels::qgemm_i8_i32`])
+    /// of either format.
     pub fn supports(self, format: QFormat) -> bool {
-        format == QFormat::PerChannel || matches!(self, QPath::Scalar | QPath::Avx512Vnni)
+        format == QFormat::PerChannel || self != QPath::Amx
     }
 
     /// The activation buffer (rows, kp) row-major, in the layout this path reads.

@@ -20,6 +20,8 @@ const MR512: usize = 8;
 const MR512B: usize = 6;
 /// Rows per AVX-VNNI micro-tile (6 x 2 ymm accumulators of 16 available registers).
 const MR256: usize = 6;
+/// Rows per block-format AVX-VNNI micro-tile (3 x 2 i32 + 3 x 2 f32 accumulators).
+const MR256B: usize = 3;
 
 /// AVX512-VNNI over column blocks `blocks`.
 ///
@@ -264,7 +266,7 @@ unsafe fn store512_f32(ctx: &Ctx, tile: &[f32], i0: usize, rows: usize, j0: usiz
     }
 }
 
-/// AVX-VNNI (256-bit) over column blocks `blocks`, per-channel format.
+/// AVX-VNNI (256-bit) over column blocks `blocks`.
 ///
 /// # Safety
 /// The CPU has AVX2 and AVX-VNNI; `ctx` is a valid problem with +128 activations.
@@ -277,6 +279,30 @@ pub(crate) unsafe fn run256(ctx: &Ctx, blocks: Range<usize>) {
 unsafe fn run256_tf(ctx: &Ctx, blocks: Range<usize>) {
     let (kp, m) = (ctx.w.kp(), ctx.m);
     let a = ctx.a.data.as_ptr();
+    if ctx.w.format() == QFormat::Block32 && matches!(ctx.out, Out::F32(_)) {
+        for jb in blocks {
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = (m - i0).min(MR256B);
+                let mut tile = [0.0f32; MR256B * NB];
+                for p in 0..2 {
+                    let t = &mut tile[16 * p..];
+                    // SAFETY: rows i0..i0+mr < m; panel 2jb+p exists (n padded to 32).
+                    unsafe {
+                        match mr {
+                            1 => blocks256::<1>(ctx, i0, 2 * jb + p, t),
+                            2 => blocks256::<2>(ctx, i0, 2 * jb + p, t),
+                            _ => blocks256::<3>(ctx, i0, 2 * jb + p, t),
+                        }
+                    }
+                }
+                // SAFETY: rows i0..i0+mr < m, block jb inside n (forwarded contract).
+                unsafe { ctx.store_f32(&tile, i0, mr, jb * NB) };
+                i0 += mr;
+            }
+        }
+        return;
+    }
     for jb in blocks {
         let mut i0 = 0;
         while i0 < m {
@@ -312,7 +338,28 @@ unsafe fn run256_tf(ctx: &Ctx, blocks: Range<usize>) {
 #[inline]
 unsafe fn tile256<const MR: usize>(a: *const u8, kp: usize, b: *const i8, tile: &mut [i32]) {
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-    for g in 0..kp / 4 {
+    // SAFETY: forwarded contract: MR rows of kp bytes at `a`, a panel of kp * 16 bytes at `b`.
+    unsafe { dot256::<MR>(a, kp, b, 0..kp / 4, &mut acc) };
+    for (r, row) in acc.iter().enumerate() {
+        // SAFETY: the tile holds rows of NB i32 from its start.
+        unsafe {
+            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB).cast(), row[0]);
+            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB + 8).cast(), row[1]);
+        }
+    }
+}
+
+/// `acc[r][h] += u8 a[r][4g..4g+4] . panel group g, columns 8h..8h+8` for groups `gs`.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+unsafe fn dot256<const MR: usize>(
+    a: *const u8,
+    kp: usize,
+    b: *const i8,
+    gs: Range<usize>,
+    acc: &mut [[__m256i; 2]; MR],
+) {
+    for g in gs {
         // SAFETY: group g < kp / 4 of the panel and of MR rows (caller's contract).
         unsafe {
             let w0 = _mm256_loadu_si256(b.add(g * 64).cast());
@@ -324,11 +371,46 @@ unsafe fn tile256<const MR: usize>(a: *const u8, kp: usize, b: *const i8, tile: 
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        // SAFETY: the tile holds rows of NB i32 from its start.
+}
+
+/// Block format, one panel `pi`: tile[r * NB + 0..16] f32 = sum over blocks of 32 k, in order,
+/// of `(dot_b - 128 * sum_b w) as f32 * (sa[r][b] * sw[b][c])`.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+unsafe fn blocks256<const MR: usize>(ctx: &Ctx, i0: usize, pi: usize, tile: &mut [f32]) {
+    let kp = ctx.w.kp();
+    let bpp = kp / QK;
+    // SAFETY: rows i0..i0+MR < m and panel pi exist (caller's contract).
+    let (a, b) = unsafe {
+        (
+            ctx.a.data.as_ptr().add(i0 * kp),
+            ctx.w.panels.as_ptr().add(pi * kp * 16),
+        )
+    };
+    let mut y = [[_mm256_setzero_ps(); 2]; MR];
+    for blk in 0..bpp {
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        // SAFETY: forwarded contract; scales and block_comp hold (panels, bpp, 16) values.
         unsafe {
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB).cast(), row[0]);
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * NB + 8).cast(), row[1]);
+            dot256::<MR>(a, kp, b, blk * QK / 4..(blk + 1) * QK / 4, &mut acc);
+            let e = (pi * bpp + blk) * 16;
+            let sw = [0, 8].map(|o| _mm256_loadu_ps(ctx.w.scales.as_ptr().add(e + o)));
+            let cw =
+                [0, 8].map(|o| _mm256_loadu_si256(ctx.w.block_comp.as_ptr().add(e + o).cast()));
+            for (r, (yr, ar)) in y.iter_mut().zip(&acc).enumerate() {
+                let sa = _mm256_set1_ps(ctx.a.scales[(i0 + r) * bpp + blk]);
+                for h in 0..2 {
+                    let d = _mm256_cvtepi32_ps(_mm256_sub_epi32(ar[h], cw[h]));
+                    yr[h] = _mm256_add_ps(yr[h], _mm256_mul_ps(d, _mm256_mul_ps(sa, sw[h])));
+                }
+            }
+        }
+    }
+    for (r, row) in y.iter().enumerate() {
+        // SAFETY: the tile holds rows of NB f32 from its start.
+        unsafe {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NB), row[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NB + 8), row[1]);
         }
     }
 }
