@@ -80,40 +80,29 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     // SAFETY: the CPU has AMX and this process has tile permission (contract); `cfg` is valid.
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
     let (kp, m) = (ctx.w.kp(), ctx.m);
-    let mut tile = Tile([0; 32 * NB]);
-    for jb in blocks {
-        let b0 = ctx.w.panels[2 * jb * kp * 16..].as_ptr();
-        let mut i0 = 0;
-        while i0 < m {
-            // SAFETY: rows i0..i0+32 lie in the padded activation buffer, panels 2jb and 2jb+1
-            // hold kp * 16 bytes each, and `tile` holds 32 x NB i32 (contract and layout).
-            unsafe {
-                block32x32(ctx.a.data.as_ptr().add(i0 * kp), kp, b0, &mut tile);
-                super::vnni::store512(ctx, &tile.0, i0, (m - i0).min(32), jb * NB, false);
-            }
-            i0 += 32;
-        }
-    }
-    // SAFETY: releases the tile state this thread configured above.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
-}
-
-/// tile (32, 32) = A (two row tiles at `a`, each `kp * 16` bytes in 1 KB k-steps, see
-/// [`to_tiles`]) x the panel pair at `b` (2 x kp * 16 bytes, also 1 KB per k-step).
-///
-/// Software-pipelined: tile registers are not renamed, so a load must wait for the last product
-/// reading its register, and a product for its loads. Each step issues the next step's loads as
-/// soon as their register frees up (A0 after C01, B0 after C10, A1 and B1 after C11), so every
-/// load has one or two 16-cycle products to land behind.
-///
-/// # Safety
-/// Tiles configured by [`run`]; the pointers cover the extents above.
-#[inline]
-unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
-    let (a1, b1) = (a.wrapping_add(16 * kp), b.wrapping_add(kp * 16));
     let steps = kp / 64;
-    // SAFETY: every load reads one contiguous 1 KB tile of k-step < steps inside the extents of
-    // the contract; the loop loads step s + 1 only while s + 1 < steps.
+    let mut tile = Tile([0; 32 * NB]);
+    // The 32 x 32 blocks of C this call owns: B (a panel pair, kp * 32 bytes) stays in L1 while
+    // the row blocks of A stream past it.
+    let mut jobs = blocks
+        .flat_map(|jb| (0..m).step_by(32).map(move |i0| (jb, i0)))
+        .peekable();
+    let ptrs = |(jb, i0): (usize, usize)| {
+        // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair
+        // 2jb, 2jb+1 in the packed weights (n padded to 32).
+        unsafe {
+            let a = ctx.a.data.as_ptr().add(i0 * kp);
+            let b = ctx.w.panels.as_ptr().add(2 * jb * kp * 16);
+            Operands {
+                a,
+                a1: a.add(16 * kp),
+                b,
+                b1: b.add(kp * 16),
+            }
+        }
+    };
+    // SAFETY (all blocks below): tiles configured above; `Operands` cover `steps` k-steps of
+    // 1 KB tiles (contract and layout); `tile` holds 32 x NB i32.
     unsafe {
         asm!(
             "tilezero tmm0",
@@ -121,57 +110,142 @@ unsafe fn block32x32(a: *const u8, kp: usize, b: *const i8, tile: &mut Tile) {
             "tilezero tmm2",
             "tilezero tmm3",
             options(nostack, nomem)
-        );
+        )
+    };
+    if let (Some(&first), true) = (jobs.peek(), steps > 0) {
+        // SAFETY: see above.
+        unsafe { load_step(&ptrs(first), 0) };
+    }
+    while let Some(job) = jobs.next() {
+        let ops = ptrs(job);
         if steps > 0 {
-            asm!(
-                "tileloadd tmm4, [{a0} + {ld}*1]",
-                "tileloadd tmm6, [{b0} + {ld}*1]",
-                "tileloadd tmm7, [{b1} + {ld}*1]",
-                "tileloadd tmm5, [{a1} + {ld}*1]",
-                a0 = in(reg) a, a1 = in(reg) a1, b0 = in(reg) b, b1 = in(reg) b1,
-                ld = in(reg) 64usize,
-                options(nostack, readonly),
-            );
-        }
-        for s in 1..steps {
-            // A streams from L2 while B stays in L1: pull the A tiles two steps ahead into L1.
-            for l in 0..16 {
-                let ahead = (s + 2) * 1024 + l * 64;
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(ahead).cast());
-                _mm_prefetch::<_MM_HINT_T0>(a1.wrapping_add(ahead).cast());
+            // SAFETY: see above.
+            unsafe {
+                for s in 1..steps {
+                    pipelined_step(&ops, s);
+                }
+                last_products();
             }
-            asm!(
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm1, tmm4, tmm7",
-                "tileloadd tmm4, [{a0} + {ld}*1]",
-                "tdpbssd tmm2, tmm5, tmm6",
-                "tileloadd tmm6, [{b0} + {ld}*1]",
-                "tdpbssd tmm3, tmm5, tmm7",
-                "tileloadd tmm5, [{a1} + {ld}*1]",
-                "tileloadd tmm7, [{b1} + {ld}*1]",
-                a0 = in(reg) a.add(s * 1024),
-                a1 = in(reg) a1.add(s * 1024),
-                b0 = in(reg) b.add(s * 1024),
-                b1 = in(reg) b1.add(s * 1024),
-                ld = in(reg) 64usize,
-                options(nostack, readonly),
-            );
+            if let Some(&next) = jobs.peek() {
+                // The next block's first operands load while C drains below.
+                // SAFETY: see above.
+                unsafe { load_step(&ptrs(next), 0) };
+            }
         }
-        if steps > 0 {
-            asm!(
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm1, tmm4, tmm7",
-                "tdpbssd tmm2, tmm5, tmm6",
-                "tdpbssd tmm3, tmm5, tmm7",
-                options(nostack, nomem),
-            );
+        // SAFETY: see above; rows i0.. of C below m, block jb inside n.
+        unsafe {
+            store_and_zero(&mut tile);
+            super::vnni::store512(ctx, &tile.0, job.1, (m - job.1).min(32), job.0 * NB, false);
         }
-        let c = tile.0.as_mut_ptr().cast::<u8>();
+    }
+    // SAFETY: releases the tile state this thread configured above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// One 32 x 32 block's operands: two row tiles of A and a panel pair of W, each `kp * 16`
+/// contiguous bytes in 1 KB k-steps.
+struct Operands {
+    a: *const u8,
+    a1: *const u8,
+    b: *const i8,
+    b1: *const i8,
+}
+
+/// Loads k-step `s` of all four operand tiles (tmm4 A0, tmm5 A1, tmm6 B0, tmm7 B1).
+///
+/// # Safety
+/// Tiles configured; step `s` lies inside each operand.
+#[inline(always)]
+unsafe fn load_step(o: &Operands, s: usize) {
+    // SAFETY: caller's contract.
+    unsafe {
+        asm!(
+            "tileloadd tmm4, [{a0} + {ld}*1]",
+            "tileloadd tmm6, [{b0} + {ld}*1]",
+            "tileloadd tmm7, [{b1} + {ld}*1]",
+            "tileloadd tmm5, [{a1} + {ld}*1]",
+            a0 = in(reg) o.a.add(s * 1024),
+            a1 = in(reg) o.a1.add(s * 1024),
+            b0 = in(reg) o.b.add(s * 1024),
+            b1 = in(reg) o.b1.add(s * 1024),
+            ld = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// The products of step `s - 1` with the loads of step `s` slotted in as soon as their register
+/// frees up: tile registers are not renamed, so a load waits for the last product reading its
+/// register, and a product for its loads. A0 reloads after C01, B0 after C10, A1 and B1 after
+/// C11, so every load has one or two 16-cycle products to land behind.
+///
+/// # Safety
+/// Tiles configured and step `s - 1` loaded; step `s` lies inside each operand.
+#[inline(always)]
+unsafe fn pipelined_step(o: &Operands, s: usize) {
+    // SAFETY: caller's contract; prefetches are hints that never fault, even past the buffer.
+    unsafe {
+        // A streams from L2 while B stays in L1: pull the A tiles two steps ahead into L1.
+        for l in 0..16 {
+            let ahead = (s + 2) * 1024 + l * 64;
+            _mm_prefetch::<_MM_HINT_T0>(o.a.wrapping_add(ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(o.a1.wrapping_add(ahead).cast());
+        }
+        asm!(
+            "tdpbssd tmm0, tmm4, tmm6",
+            "tdpbssd tmm1, tmm4, tmm7",
+            "tileloadd tmm4, [{a0} + {ld}*1]",
+            "tdpbssd tmm2, tmm5, tmm6",
+            "tileloadd tmm6, [{b0} + {ld}*1]",
+            "tdpbssd tmm3, tmm5, tmm7",
+            "tileloadd tmm5, [{a1} + {ld}*1]",
+            "tileloadd tmm7, [{b1} + {ld}*1]",
+            a0 = in(reg) o.a.add(s * 1024),
+            a1 = in(reg) o.a1.add(s * 1024),
+            b0 = in(reg) o.b.add(s * 1024),
+            b1 = in(reg) o.b1.add(s * 1024),
+            ld = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// The products of the last loaded step.
+///
+/// # Safety
+/// Tiles configured and loaded.
+#[inline(always)]
+unsafe fn last_products() {
+    // SAFETY: caller's contract; register-only instructions.
+    unsafe {
+        asm!(
+            "tdpbssd tmm0, tmm4, tmm6",
+            "tdpbssd tmm1, tmm4, tmm7",
+            "tdpbssd tmm2, tmm5, tmm6",
+            "tdpbssd tmm3, tmm5, tmm7",
+            options(nostack, nomem),
+        );
+    }
+}
+
+/// Stores C (tmm0..3) as `tile` (32, NB) i32 and zeroes it for the next block.
+///
+/// # Safety
+/// Tiles configured.
+#[inline(always)]
+unsafe fn store_and_zero(tile: &mut Tile) {
+    let c = tile.0.as_mut_ptr().cast::<u8>();
+    // SAFETY: each store writes 16 rows x 64 bytes inside the 32 x 128-byte tile.
+    unsafe {
         asm!(
             "tilestored [{c0} + {ld}*1], tmm0",
             "tilestored [{c1} + {ld}*1], tmm1",
             "tilestored [{c2} + {ld}*1], tmm2",
             "tilestored [{c3} + {ld}*1], tmm3",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
             c0 = in(reg) c,
             c1 = in(reg) c.add(64),
             c2 = in(reg) c.add(16 * NB * 4),
