@@ -386,3 +386,36 @@ fn empty_shapes() {
         kern.qgemm_i8_on(path, &[], 0, &w, &mut []).unwrap();
     }
 }
+
+/// Results do not depend on the thread count: the columns split between threads, and each
+/// element is computed by one thread in the same order.
+#[test]
+fn thread_count_does_not_change_results() {
+    let (m, n, k) = (40, 160, 768); // above the parallel threshold
+    let mut r = Rng(17);
+    let x = r.vec(m * k);
+    for (kern, path) in all_paths() {
+        for format in [QFormat::PerChannel, QFormat::Block32] {
+            if !path.supports(format) {
+                continue;
+            }
+            let wf = r.vec(n * k);
+            let w = match format {
+                QFormat::PerChannel => QWeights::per_channel(&kern, &wf, n, k),
+                QFormat::Block32 => QWeights::block32(&kern, &wf, n, k),
+            }
+            .unwrap();
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut y = vec![f32::NAN; m * n];
+                pool.install(|| kern.qgemm_i8_on(path, &x, m, &w, &mut y))
+                    .unwrap();
+                bits(&y)
+            };
+            assert_eq!(run(1), run(3), "{path:?} {format:?} on {}", kern.isa());
+        }
+    }
+}
