@@ -338,6 +338,8 @@ fn wrong_lengths_are_errors() {
         let r = kern.qgemm_i8_i32(path, &[-128, 0, 0, 0], 1, &w, &mut [0; 3]);
         assert!(matches!(r, Err(KernelError::BadShape { .. })));
     }
+    let huge = QWeights::from_blocks(&[], &[], usize::MAX - 3, 0);
+    assert!(matches!(huge, Err(KernelError::BadShape { .. })));
     assert!(matches!(
         QWeights::from_per_channel(&[-128; 4], &[1.0], 1, 4),
         Err(KernelError::BadShape { .. })
@@ -381,6 +383,18 @@ fn empty_shapes() {
         // Shrunk proptest failure: block weights with k = 0 divided by the padded k.
         let w = QWeights::from_blocks(&[], &[], 3, 0).unwrap();
         kern.qgemm_i8_i32(path, &[], 2, &w, &mut [7; 6]).unwrap();
+        let mut y = [f32::NAN; 6];
+        if path.supports(QFormat::Block32) {
+            kern.qgemm_i8_on(path, &[], 2, &w, &mut y).unwrap();
+            assert!(
+                y.iter().all(|&v| v == 0.0),
+                "{path:?}: block k = 0 gives zeros"
+            );
+        }
+        // n = 0 bounds nothing: m may be anything, and nothing is allocated for it.
+        let w0 = QWeights::from_per_channel(&[], &[], 0, 0).unwrap();
+        kern.qgemm_i8_on(path, &[], usize::MAX, &w0, &mut [])
+            .unwrap();
         let w = QWeights::from_per_channel(&[], &[], 0, 5).unwrap();
         kern.qgemm_i8_on(path, &[1.0; 10], 2, &w, &mut []).unwrap();
         kern.qgemm_i8_on(path, &[], 0, &w, &mut []).unwrap();

@@ -237,7 +237,11 @@ fn quantize_acts(isa: Isa, path: QPath, x: &[f32], m: usize, w: &QWeights) -> Ac
         }
         d.iter_mut().for_each(|b| *b ^= xor);
     };
-    let rows_iter = data.chunks_mut(kp.max(1)).zip(scales.chunks_mut(spr));
+    if kp == 0 {
+        // k = 0: nothing to quantize (and no block scales); the products are all zero.
+        return Acts { data, scales };
+    }
+    let rows_iter = data.chunks_mut(kp).zip(scales.chunks_mut(spr));
     if m * k >= PAR_MIN_MACS / 16 {
         let v: Vec<_> = rows_iter.take(m).enumerate().collect();
         v.into_par_iter().for_each(one);
@@ -352,6 +356,9 @@ impl Kernels {
         let (n, k) = (w.n(), w.k());
         check_len(OP, "x", x.len(), mul(OP, m, k)?)?;
         check_len(OP, "y", y.len(), mul(OP, m, n)?)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
         let acts = quantize_acts(self.isa(), path, x, m, w);
         let ctx = Ctx {
             a: &acts,
@@ -388,6 +395,9 @@ impl Kernels {
                 op: OP,
                 detail: "`a` holds -128, outside the symmetric [-127, 127] format".into(),
             });
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
         }
         let rows = m.next_multiple_of(path.row_multiple());
         let xor = if path.offsets_activations() { 0x80 } else { 0 };

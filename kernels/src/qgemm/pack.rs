@@ -136,7 +136,17 @@ impl QWeights {
             });
         }
         let kp = k.next_multiple_of(KP_MULTIPLE);
-        let np = n.next_multiple_of(NB);
+        // n is bounded by `q` only when k > 0: refuse sizes whose padded buffers cannot exist.
+        let np = n
+            .checked_next_multiple_of(NB)
+            .filter(|np| {
+                np.checked_mul(kp.max(KP_MULTIPLE))
+                    .is_some_and(|b| b <= isize::MAX as usize)
+            })
+            .ok_or_else(|| KernelError::BadShape {
+                op,
+                detail: format!("n = {n} output channels overflow the packed buffers"),
+            })?;
         let mut panels = vec![0i8; np * kp];
         let mut comp = vec![0i32; np];
         for j in 0..n {
