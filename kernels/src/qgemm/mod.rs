@@ -10,6 +10,12 @@
 //! Every path computes the same i32 dot products exactly, and dequantizes each one with the same
 //! f32 expression, `acc as f32 * (a_scale * w_scale)` (per block: summed over blocks in k order),
 //! so results are bit-identical across paths and thread counts.
+//!
+//! Work is split over blocks of 32 columns of C (rows of W) on the rayon pool; GEMV shapes
+//! (m = 1..8) run the same kernels with fewer rows (AVX512-VNNI has a 4-chain single-row
+//! kernel), so decode is parallel over the output rows of W. [`Kernels::qgemm_i8`] picks
+//! [`QPath::best`] (AMX > AVX512-VNNI > AVX-VNNI > AVX2 > scalar, within the tier's cap);
+//! [`Kernels::qgemm_i8_on`] forces a path.
 
 mod amx;
 mod avx2;
