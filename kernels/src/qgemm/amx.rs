@@ -84,8 +84,16 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     let mut tile = Tile([0; 32 * NB]);
     // The 32 x 32 blocks of C this call owns: B (a panel pair, kp * 32 bytes) stays in L1 while
     // the row blocks of A stream past it.
+    // A last row block of at most 16 rows runs afterwards on half the tiles ([`half_block`]),
+    // instead of multiplying 16 rows of padding.
+    let full_rows = if m % 32 > 0 && m % 32 <= 16 {
+        m - m % 32
+    } else {
+        m
+    };
     let mut jobs = blocks
-        .flat_map(|jb| (0..m).step_by(32).map(move |i0| (jb, i0)))
+        .clone()
+        .flat_map(|jb| (0..full_rows).step_by(32).map(move |i0| (jb, i0)))
         .peekable();
     let ptrs = |(jb, i0): (usize, usize)| {
         // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair
@@ -136,6 +144,16 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
         unsafe {
             store_and_zero(&mut tile);
             super::vnni::store512(ctx, &tile.0, job.1, (m - job.1).min(32), job.0 * NB, false);
+        }
+    }
+    if full_rows < m {
+        for jb in blocks {
+            let ops = ptrs((jb, full_rows));
+            // SAFETY: as above; rows full_rows.. (at most 16) of C below m, block jb inside n.
+            unsafe {
+                half_block(&ops, steps, &mut tile);
+                super::vnni::store512(ctx, &tile.0, full_rows, m - full_rows, jb * NB, false);
+            }
         }
     }
     // SAFETY: releases the tile state this thread configured above.
@@ -224,6 +242,78 @@ unsafe fn last_products() {
             "tdpbssd tmm2, tmm5, tmm6",
             "tdpbssd tmm3, tmm5, tmm7",
             options(nostack, nomem),
+        );
+    }
+}
+
+/// One 16 x 32 block (`o.a` only; `o.a1` unused): C in tmm0/1, and the operands double-buffered
+/// in (tmm4, tmm6, tmm7) and (tmm5, tmm2, tmm3) on even and odd k-steps, so that the next step
+/// loads while this one multiplies. Stores rows 0..16 of `tile` and leaves C zeroed.
+///
+/// # Safety
+/// Tiles configured; `o.a`, `o.b`, `o.b1` cover `steps` k-steps.
+unsafe fn half_block(o: &Operands, steps: usize, tile: &mut Tile) {
+    // SAFETY: caller's contract; every load reads one 1 KB k-step < steps.
+    unsafe {
+        asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+        if steps > 0 {
+            asm!(
+                "tileloadd tmm4, [{a} + {ld}*1]",
+                "tileloadd tmm6, [{b0} + {ld}*1]",
+                "tileloadd tmm7, [{b1} + {ld}*1]",
+                a = in(reg) o.a, b0 = in(reg) o.b, b1 = in(reg) o.b1, ld = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        for s in 0..steps {
+            let next = s + 1 < steps;
+            let (a, b0, b1) = (
+                o.a.wrapping_add((s + 1) * 1024),
+                o.b.wrapping_add((s + 1) * 1024),
+                o.b1.wrapping_add((s + 1) * 1024),
+            );
+            if s % 2 == 0 {
+                if next {
+                    asm!(
+                        "tileloadd tmm5, [{a} + {ld}*1]",
+                        "tileloadd tmm2, [{b0} + {ld}*1]",
+                        "tileloadd tmm3, [{b1} + {ld}*1]",
+                        a = in(reg) a, b0 = in(reg) b0, b1 = in(reg) b1, ld = in(reg) 64usize,
+                        options(nostack, readonly),
+                    );
+                }
+                asm!(
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tdpbssd tmm1, tmm4, tmm7",
+                    options(nostack, nomem)
+                );
+            } else {
+                if next {
+                    asm!(
+                        "tileloadd tmm4, [{a} + {ld}*1]",
+                        "tileloadd tmm6, [{b0} + {ld}*1]",
+                        "tileloadd tmm7, [{b1} + {ld}*1]",
+                        a = in(reg) a, b0 = in(reg) b0, b1 = in(reg) b1, ld = in(reg) 64usize,
+                        options(nostack, readonly),
+                    );
+                }
+                asm!(
+                    "tdpbssd tmm0, tmm5, tmm2",
+                    "tdpbssd tmm1, tmm5, tmm3",
+                    options(nostack, nomem)
+                );
+            }
+        }
+        let c = tile.0.as_mut_ptr().cast::<u8>();
+        asm!(
+            "tilestored [{c0} + {ld}*1], tmm0",
+            "tilestored [{c1} + {ld}*1], tmm1",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(64),
+            ld = in(reg) NB * 4,
+            options(nostack),
         );
     }
 }
