@@ -254,8 +254,8 @@ fn quantize_acts(isa: Isa, path: QPath, x: &[f32], m: usize, w: &QWeights) -> Ac
     } else {
         rows_iter.take(m).enumerate().for_each(one);
     }
-    // Padding rows (AMX) stay i8 zero; with the +128 offset they must read as zero too.
-    data[m * kp..].iter_mut().for_each(|b| *b ^= xor);
+    // Padding rows (AMX only) stay i8 zero: AMX takes no +128 offset.
+    debug_assert!(xor == 0 || rows == m);
     Acts {
         data: path.relayout(data, rows, kp),
         scales,
