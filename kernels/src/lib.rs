@@ -11,6 +11,7 @@ mod error;
 pub mod gemm;
 mod isa;
 pub mod layernorm;
+pub mod qgemm;
 pub mod rmsnorm;
 mod roofline;
 mod simd;
