@@ -6,13 +6,22 @@
 //! the host supports can also be made directly ([`Kernels::new`]), which is how the tests run every
 //! kernel on every tier in turn.
 
+pub mod cross_entropy;
 mod error;
+pub mod gelu;
 pub mod gemm;
 mod isa;
+mod math;
+mod par;
+pub mod silu;
+pub mod softmax;
 
+pub use cross_entropy::IGNORE_INDEX;
 pub use error::KernelError;
+pub use gelu::Gelu;
 pub use gemm::{MatMut, MatRef};
 pub use isa::{Features, Isa};
+pub use softmax::CausalMask;
 
 use std::sync::OnceLock;
 

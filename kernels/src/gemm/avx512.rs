@@ -32,7 +32,11 @@ impl MicroKernel for Avx512 {
 /// Lane mask for the first `n` of 16 columns.
 #[inline(always)]
 pub(crate) fn mask16(n: usize) -> __mmask16 {
-    if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as __mmask16 }
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
 }
 
 #[target_feature(enable = "avx512f")]

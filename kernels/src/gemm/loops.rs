@@ -246,12 +246,32 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
                 let kc = bl.kc.min(p.k - pc);
                 let beta = if pc == 0 { p.beta } else { 1.0 };
                 // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
-                unsafe { pack_b(K::NR, kc, nc, p.b.add(pc * p.rsb + jc * p.csb), p.rsb, p.csb, bpack) };
+                unsafe {
+                    pack_b(
+                        K::NR,
+                        kc,
+                        nc,
+                        p.b.add(pc * p.rsb + jc * p.csb),
+                        p.rsb,
+                        p.csb,
+                        bpack,
+                    )
+                };
                 // LOOP 3: rows of C in blocks of MC.
                 for ic in (0..p.m).step_by(bl.mc) {
                     let mc = bl.mc.min(p.m - ic);
                     // SAFETY: the block lies inside A; apack holds mc_max * kc_max >= its panels.
-                    unsafe { pack_a(K::MR, mc, kc, p.a.add(ic * p.rsa + pc * p.csa), p.rsa, p.csa, apack) };
+                    unsafe {
+                        pack_a(
+                            K::MR,
+                            mc,
+                            kc,
+                            p.a.add(ic * p.rsa + pc * p.csa),
+                            p.rsa,
+                            p.csa,
+                            apack,
+                        )
+                    };
                     // LOOP 2 and LOOP 1: micro-tiles.
                     for jr in (0..nc).step_by(K::NR) {
                         let bp = bpack[jr * kc..].as_ptr();

@@ -9,15 +9,15 @@
 //! Transposes cost nothing: a [`MatRef`] carries a row and a column stride, and `.t()` swaps them,
 //! so backward passes (`dW = dY^T X`, `dX = dY W`) read their operands in place.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod kernel;
 mod loops;
 mod pack;
 mod scalar;
 mod skinny;
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 
 use crate::error::check_len;
 use crate::{KernelError, Kernels, Result};
@@ -142,7 +142,10 @@ fn check(
     if c.rows > 1 && c.ld < c.cols {
         return Err(KernelError::BadShape {
             op,
-            detail: format!("C's leading dimension {} is below its {} columns", c.ld, c.cols),
+            detail: format!(
+                "C's leading dimension {} is below its {} columns",
+                c.ld, c.cols
+            ),
         });
     }
     let c_span = span(c.rows, c.cols, c.ld, 1).unwrap_or(usize::MAX);
@@ -214,7 +217,14 @@ impl Kernels {
         c: MatMut,
         stride_c: usize,
     ) -> Result<()> {
-        let (m, n, k) = check("sgemm_batched", &a, &b, &c, batch, [stride_a, stride_b, stride_c])?;
+        let (m, n, k) = check(
+            "sgemm_batched",
+            &a,
+            &b,
+            &c,
+            batch,
+            [stride_a, stride_b, stride_c],
+        )?;
         if batch == 0 || m == 0 || n == 0 {
             return Ok(());
         }

@@ -15,7 +15,11 @@ pub(crate) unsafe fn pack_a(
     cs: usize,
     dst: &mut [f32],
 ) {
-    for (panel, out) in dst.chunks_exact_mut(mr * kc).take(mc.div_ceil(mr)).enumerate() {
+    for (panel, out) in dst
+        .chunks_exact_mut(mr * kc)
+        .take(mc.div_ceil(mr))
+        .enumerate()
+    {
         let i0 = panel * mr;
         let rows = mr.min(mc - i0);
         if cs == 1 {
@@ -58,7 +62,11 @@ pub(crate) unsafe fn pack_b(
     cs: usize,
     dst: &mut [f32],
 ) {
-    for (panel, out) in dst.chunks_exact_mut(nr * kc).take(nc.div_ceil(nr)).enumerate() {
+    for (panel, out) in dst
+        .chunks_exact_mut(nr * kc)
+        .take(nc.div_ceil(nr))
+        .enumerate()
+    {
         let j0 = panel * nr;
         let cols = nr.min(nc - j0);
         if cs == 1 {
