@@ -44,7 +44,7 @@ pub mod reference {
             loop {
                 let term = t / (2.0 * n + 1.0);
                 s += term;
-                if term.abs() < 1e-17 * s.abs() {
+                if term.abs() <= 1e-17 * s.abs() {
                     break;
                 }
                 n += 1.0;
@@ -167,14 +167,15 @@ mod scalar {
 
     fn grad(kind: Gelu, x: f32) -> f32 {
         let x2 = x * x;
-        let (p, dp) = match kind {
+        // p' = w * du; where w is 0 the x * p' term is 0 (its limit), even when x or du is inf.
+        let (p, w, du) = match kind {
             Gelu::Tanh => {
                 let (s, om) = sigmoid(x * (2.0 * K + (2.0 * K * C) * x2));
-                (s, s * om * (2.0 * K + (6.0 * K * C) * x2))
+                (s, s * om, 2.0 * K + (6.0 * K * C) * x2)
             }
-            Gelu::Erf => (norm_cdf(x), exp(-0.5 * x2) * INV_SQRT_2PI),
+            Gelu::Erf => (norm_cdf(x), exp(-0.5 * x2), INV_SQRT_2PI),
         };
-        if dp == 0.0 { p } else { p + x * dp }
+        if w == 0.0 { p } else { p + x * (w * du) }
     }
 
     pub(super) fn fwd(kind: Gelu, x: &[f32], y: &mut [f32]) {
@@ -212,7 +213,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     fn grad(kind: Gelu, x: __m256) -> __m256 {
         let x2 = _mm256_mul_ps(x, x);
-        let (p, dp) = match kind {
+        // p' = w * du; where w is 0 the x * p' term is 0 (its limit), even when x or du is inf.
+        let (p, w, du) = match kind {
             Gelu::Tanh => {
                 let u2 = _mm256_mul_ps(
                     x,
@@ -220,15 +222,15 @@ mod avx2 {
                 );
                 let (s, om) = sigmoid(u2);
                 let du2 = _mm256_fmadd_ps(_mm256_set1_ps(6.0 * K * C), x2, _mm256_set1_ps(2.0 * K));
-                (s, _mm256_mul_ps(_mm256_mul_ps(s, om), du2))
+                (s, _mm256_mul_ps(s, om), du2)
             }
             Gelu::Erf => {
                 let e = exp(_mm256_mul_ps(_mm256_set1_ps(-0.5), x2));
-                (norm_cdf(x), _mm256_mul_ps(e, _mm256_set1_ps(INV_SQRT_2PI)))
+                (norm_cdf(x), e, _mm256_set1_ps(INV_SQRT_2PI))
             }
         };
-        let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(dp, _mm256_setzero_ps());
-        _mm256_blendv_ps(_mm256_fmadd_ps(x, dp, p), p, zero)
+        let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(w, _mm256_setzero_ps());
+        _mm256_blendv_ps(_mm256_fmadd_ps(x, _mm256_mul_ps(w, du), p), p, zero)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -270,7 +272,8 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     fn grad(kind: Gelu, x: __m512) -> __m512 {
         let x2 = _mm512_mul_ps(x, x);
-        let (p, dp) = match kind {
+        // p' = w * du; where w is 0 the x * p' term is 0 (its limit), even when x or du is inf.
+        let (p, w, du) = match kind {
             Gelu::Tanh => {
                 let u2 = _mm512_mul_ps(
                     x,
@@ -278,15 +281,15 @@ mod avx512 {
                 );
                 let (s, om) = sigmoid(u2);
                 let du2 = _mm512_fmadd_ps(_mm512_set1_ps(6.0 * K * C), x2, _mm512_set1_ps(2.0 * K));
-                (s, _mm512_mul_ps(_mm512_mul_ps(s, om), du2))
+                (s, _mm512_mul_ps(s, om), du2)
             }
             Gelu::Erf => {
                 let e = exp(_mm512_mul_ps(_mm512_set1_ps(-0.5), x2));
-                (norm_cdf(x), _mm512_mul_ps(e, _mm512_set1_ps(INV_SQRT_2PI)))
+                (norm_cdf(x), e, _mm512_set1_ps(INV_SQRT_2PI))
             }
         };
-        let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(dp, _mm512_setzero_ps());
-        _mm512_mask_blend_ps(zero, _mm512_fmadd_ps(x, dp, p), p)
+        let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(w, _mm512_setzero_ps());
+        _mm512_mask_blend_ps(zero, _mm512_fmadd_ps(x, _mm512_mul_ps(w, du), p), p)
     }
 
     #[target_feature(enable = "avx512f")]
