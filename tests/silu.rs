@@ -185,7 +185,7 @@ fn bad_lengths_are_errors() {
         ));
         assert!(k.silu_bwd(&y.clone(), &x, &mut y, 5).is_err());
         assert!(
-            k.swiglu_fwd(&y.clone(), &y.clone(), &mut vec![0.0; 4], 5)
+            k.swiglu_fwd(&y.clone(), &y.clone(), &mut [0.0; 4], 5)
                 .is_err()
         );
         let (mut a, mut b) = (vec![0.0; 5], vec![0.0; 4]);

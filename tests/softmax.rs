@@ -236,7 +236,7 @@ fn bad_lengths_are_errors() {
             Err(KernelError::BadLength { arg: "x", .. })
         ));
         assert!(matches!(
-            k.softmax_fwd(&y.clone(), &mut vec![0.0; 5], 3, 4),
+            k.softmax_fwd(&y.clone(), &mut [0.0; 5], 3, 4),
             Err(KernelError::BadLength { arg: "y", .. })
         ));
         let m = CausalMask::causal(3);

@@ -22,7 +22,7 @@ pub enum Gelu {
     Erf,
 }
 
-const K: f32 = 0.797_884_56; // sqrt(2/pi)
+const K: f32 = 0.797_884_6; // sqrt(2/pi)
 const C: f32 = 0.044_715;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
