@@ -7,8 +7,8 @@
 //! - `exp`: <= 1 ulp (AVX2/AVX-512, FMA Horner; measured 0.90) and <= 1.5 ulp (scalar, no FMA;
 //!   measured 1.19) for results that are normal; subnormal results are within one subnormal step; exp(x) = +inf for x > 88.7228,
 //!   exactly 0 for x < -103.98, exp(-inf) = 0, exp(+inf) = +inf, NaN -> NaN.
-//! - `sigmoid`: <= 3 ulp on both `s` and `1 - s` (measured 2.6; no cancellation: both come from
-//!   `t = exp(-|x|)`).
+//! - `sigmoid`: <= 3 ulp on both `s` and `1 - s` (the SIMD tiers' reciprocal is an estimate
+//!   refined by Newton steps; no cancellation: both come from `t = exp(-|x|)`).
 //! - `norm_cdf`: relative error <= 1e-5 over x in [-14, 8] (measured 7.8e-6 scalar; the erfc fit
 //!   is 1.2e-7, but exp's argument `-x^2/2 + P` is rounded to f32 and exp turns that into a
 //!   relative error of up to `|x^2/2| eps`, which dominates for large |x|).
@@ -50,6 +50,8 @@ const ERFC_POLY: [f32; 10] = [
     -1.265_512_23,
 ];
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 2^-25: below it, `1 / (1 + t)` is exactly 1 in f32.
+const TINY_T: f32 = 2.980_232_2e-8;
 
 /// Portable versions: the `Isa::Scalar` tier. Same algorithms, no FMA.
 pub(crate) mod scalar {
@@ -180,7 +182,16 @@ pub(crate) mod avx2 {
     pub(crate) fn sigmoid(x: __m256) -> (__m256, __m256) {
         let sign = _mm256_set1_ps(-0.0);
         let t = exp(_mm256_or_ps(x, sign)); // e^-|x|
-        let p = _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), t));
+        // 1/d for d = 1 + t in [1, 2]: the 12-bit estimate and two Newton steps (a division
+        // would bound the throughput of every sigmoid-based kernel).
+        let one = _mm256_set1_ps(1.0);
+        let d = _mm256_add_ps(one, t);
+        let r = _mm256_rcp_ps(d);
+        let r = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, r, one), r, r);
+        let p = _mm256_fmadd_ps(_mm256_fnmadd_ps(d, r, one), r, r);
+        // Below 2^-25, 1/(1+t) rounds to exactly 1; the estimate would leave it 1 ulp under.
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_set1_ps(TINY_T));
+        let p = _mm256_blendv_ps(p, one, tiny);
         let q = _mm256_mul_ps(t, p);
         let pos = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps());
         (_mm256_blendv_ps(q, p, pos), _mm256_blendv_ps(p, q, pos))
@@ -358,7 +369,15 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(crate) fn sigmoid(x: __m512) -> (__m512, __m512) {
         let t = exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x))); // e^-|x|
-        let p = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_set1_ps(1.0), t));
+        // 1/d for d = 1 + t in [1, 2]: the 14-bit estimate and one Newton step (a division
+        // would bound the throughput of every sigmoid-based kernel).
+        let one = _mm512_set1_ps(1.0);
+        let d = _mm512_add_ps(one, t);
+        let r = _mm512_rcp14_ps(d);
+        let p = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
+        // Below 2^-25, 1/(1+t) rounds to exactly 1; the estimate would leave it 1 ulp under.
+        let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, _mm512_set1_ps(TINY_T));
+        let p = _mm512_mask_blend_ps(tiny, p, one);
         let q = _mm512_mul_ps(t, p);
         let pos = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_setzero_ps());
         (
