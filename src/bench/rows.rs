@@ -6,6 +6,7 @@
 
 use anvil_kernels::Kernels;
 use anvil_kernels::adamw::AdamW;
+use anvil_kernels::gelu::Gelu;
 
 /// One row-kernel bench: a closure owning its buffers, and the bytes one call moves.
 pub struct RowBench {
@@ -30,6 +31,9 @@ const F32: f64 = 4.0;
 /// The row benches, each a closure that panics only on a bug in this file (the shapes are fixed).
 pub fn row_benches(kern: Kernels) -> Vec<RowBench> {
     let mut v = Vec::new();
+    softmax(kern, &mut v);
+    gelu(kern, &mut v);
+    cross_entropy(kern, &mut v);
     let (r, c) = (4096usize, 768usize);
     let shape = format!("{r}x{c}");
     let rc = (r * c) as f64;
@@ -110,4 +114,105 @@ pub fn row_benches(kern: Kernels) -> Vec<RowBench> {
         });
     }
     v
+}
+
+fn softmax(kern: Kernels, v: &mut Vec<RowBench>) {
+    let (r, c) = (49152usize, 256usize);
+    let rc = (r * c) as f64;
+    let x = values(r * c, 1);
+    let mut y = vec![0.0; r * c];
+    kern.softmax_fwd(&x, &mut y, r, c)
+        .expect("softmax bench shapes");
+    let (y0, dy) = (y.clone(), values(r * c, 2));
+    let mut dx = vec![0.0; r * c];
+    v.push(RowBench {
+        name: "softmax_fwd",
+        shape: format!("{r}x{c}"),
+        bytes: 2.0 * rc * F32,
+        run: Box::new(move || {
+            kern.softmax_fwd(&x, &mut y, r, c)
+                .expect("softmax bench shapes")
+        }),
+    });
+    v.push(RowBench {
+        name: "softmax_bwd",
+        shape: format!("{r}x{c}"),
+        bytes: 3.0 * rc * F32,
+        run: Box::new(move || {
+            kern.softmax_bwd(&y0, &dy, &mut dx, r, c)
+                .expect("softmax bench shapes")
+        }),
+    });
+}
+
+fn gelu(kern: Kernels, v: &mut Vec<RowBench>) {
+    let (r, c) = (4096usize, 768usize);
+    let n = r * c;
+    for (kind, fwd, bwd) in [
+        (Gelu::Tanh, "gelu_tanh_fwd", "gelu_tanh_bwd"),
+        (Gelu::Erf, "gelu_erf_fwd", "gelu_erf_bwd"),
+    ] {
+        let (x, mut y) = (values(n, 1), vec![0.0; n]);
+        let (x2, dy, mut dx) = (x.clone(), values(n, 2), vec![0.0; n]);
+        v.push(RowBench {
+            name: fwd,
+            shape: format!("{r}x{c}"),
+            bytes: 2.0 * n as f64 * F32,
+            run: Box::new(move || {
+                kern.gelu_fwd(kind, &x, &mut y, n)
+                    .expect("gelu bench shapes")
+            }),
+        });
+        v.push(RowBench {
+            name: bwd,
+            shape: format!("{r}x{c}"),
+            bytes: 3.0 * n as f64 * F32,
+            run: Box::new(move || {
+                kern.gelu_bwd(kind, &x2, &dy, &mut dx, n)
+                    .expect("gelu bench shapes")
+            }),
+        });
+    }
+}
+
+fn cross_entropy(kern: Kernels, v: &mut Vec<RowBench>) {
+    let (b, voc) = (512usize, 50257usize);
+    let logits = values(b * voc, 1);
+    let targets: Vec<u32> = (0..b as u32)
+        .map(|i| i.wrapping_mul(7919) % voc as u32)
+        .collect();
+    let mut lse = vec![0.0; b];
+    let ignore = u32::MAX;
+    kern.cross_entropy_fwd(&logits, &targets, &mut lse, b, voc, ignore)
+        .expect("cross-entropy bench shapes");
+    let (logits2, targets2, lse2) = (logits.clone(), targets.clone(), lse.clone());
+    let mut dlogits = vec![0.0; b * voc];
+    let bv = (b * voc) as f64;
+    v.push(RowBench {
+        name: "cross_entropy_fwd",
+        shape: format!("{b}x{voc}"),
+        bytes: (bv + 2.0 * b as f64 + 1.0) * F32,
+        run: Box::new(move || {
+            kern.cross_entropy_fwd(&logits, &targets, &mut lse, b, voc, ignore)
+                .expect("cross-entropy bench shapes");
+        }),
+    });
+    v.push(RowBench {
+        name: "cross_entropy_bwd",
+        shape: format!("{b}x{voc}"),
+        bytes: (2.0 * bv + 2.0 * b as f64) * F32,
+        run: Box::new(move || {
+            kern.cross_entropy_bwd(
+                &logits2,
+                &targets2,
+                &lse2,
+                1.0,
+                &mut dlogits,
+                b,
+                voc,
+                ignore,
+            )
+            .expect("cross-entropy bench shapes")
+        }),
+    });
 }
