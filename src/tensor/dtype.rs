@@ -63,10 +63,12 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits | sign)
 }
 
-/// bfloat16 bits to f32, exactly: bf16 is the top half of an f32.
+/// bfloat16 bits to f32, exactly: bf16 is the top half of an f32. A NaN gets the quiet bit set, as `half`
+/// does (and as any f32 arithmetic on it would).
 #[inline(always)]
 pub fn bf16_to_f32(h: u16) -> f32 {
-    f32::from_bits(u32::from(h) << 16)
+    let quiet = if h & 0x7fff > 0x7f80 { 0x0040 } else { 0 };
+    f32::from_bits(u32::from(h | quiet) << 16)
 }
 
 /// Little-endian f16 bytes to f32. src: (2 n) bytes -> dst: (n).
