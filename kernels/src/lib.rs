@@ -7,6 +7,7 @@
 //! kernel on every tier in turn.
 
 pub mod adamw;
+pub mod convert;
 mod error;
 pub mod gemm;
 mod isa;

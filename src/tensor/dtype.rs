@@ -1,9 +1,9 @@
 //! Storage dtypes (f32, f16, bf16, int8 with per-row scales) and their conversion loops to f32.
 //!
 //! Compute is always f32; the narrower types exist so weights can stay in their file's format until used.
-//! The decoders read little-endian bytes (a mapped file region has no alignment promise for 2-byte types)
-//! and are branch-free per element, so the compiler vectorises them; `tests/tensor.rs` checks them
-//! bit-exactly against `half` over all 65536 inputs.
+//! The decoders read little-endian bytes (a mapped file region has no alignment promise for 2-byte types);
+//! f16/bf16 go through the kernels' `convert` family (F16C / AVX-512 tiers, bit-exact against `half`, see
+//! `tests/convert.rs`), int8 through a widen-and-multiply loop the compiler vectorises.
 
 use std::fmt;
 
@@ -44,52 +44,36 @@ impl fmt::Display for DType {
     }
 }
 
-/// IEEE binary16 bits to f32, exactly (every f16 is an f32).
-///
-/// Exponent and mantissa are moved into f32 position (`<< 13`); read as an f32 that is the true value
-/// times 2^(15 - 127), so one multiplication by 2^112 (exact: a power of two, result in range) rebiases
-/// normals and turns f16 subnormals into f32 normals. Infinities and NaNs keep the all-ones exponent; a
-/// NaN gets the quiet bit set, as F16C's `vcvtph2ps` and `half` do.
-#[inline(always)]
-pub fn f16_to_f32(h: u16) -> f32 {
-    let h = u32::from(h);
-    let sign = (h & 0x8000) << 16;
-    let em = h & 0x7fff;
-    let shifted = em << 13;
-    let finite = (f32::from_bits(shifted) * f32::from_bits(0x7780_0000)).to_bits(); // * 2^112
-    let quiet = if em > 0x7c00 { 0x0040_0000 } else { 0 };
-    let special = shifted | 0x7f80_0000 | quiet;
-    let bits = if em >= 0x7c00 { special } else { finite };
-    f32::from_bits(bits | sign)
-}
+use anvil_kernels::convert::reference;
+pub use anvil_kernels::convert::reference::{bf16_to_f32, f16_to_f32};
 
-/// bfloat16 bits to f32, exactly: bf16 is the top half of an f32. A NaN gets the quiet bit set, as `half`
-/// does (and as any f32 arithmetic on it would).
-#[inline(always)]
-pub fn bf16_to_f32(h: u16) -> f32 {
-    let quiet = if h & 0x7fff > 0x7f80 { 0x0040 } else { 0 };
-    f32::from_bits(u32::from(h | quiet) << 16)
-}
-
-/// Little-endian f16 bytes to f32. src: (2 n) bytes -> dst: (n).
+/// Little-endian f16 bytes to f32 on the process's kernel tier (F16C / AVX-512 where present).
+/// src: (2 n) bytes -> dst: (n).
 ///
 /// # Panics
 /// When `src.len() != 2 * dst.len()` (callers size both from one element count).
 pub fn f16_le_to_f32(src: &[u8], dst: &mut [f32]) {
     assert_eq!(src.len(), 2 * dst.len(), "f16_le_to_f32: length mismatch");
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = f16_to_f32(u16::from_le_bytes([s[0], s[1]]));
+    if anvil_kernels::kernels()
+        .and_then(|k| k.f16_to_f32(src, dst))
+        .is_err()
+    {
+        // Only a malformed `ANVIL_ISA` gets here (the lengths match): the portable loop still works.
+        reference::f16_slice(src, dst);
     }
 }
 
-/// Little-endian bf16 bytes to f32. src: (2 n) bytes -> dst: (n).
+/// Little-endian bf16 bytes to f32 on the process's kernel tier. src: (2 n) bytes -> dst: (n).
 ///
 /// # Panics
 /// When `src.len() != 2 * dst.len()`.
 pub fn bf16_le_to_f32(src: &[u8], dst: &mut [f32]) {
     assert_eq!(src.len(), 2 * dst.len(), "bf16_le_to_f32: length mismatch");
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = bf16_to_f32(u16::from_le_bytes([s[0], s[1]]));
+    if anvil_kernels::kernels()
+        .and_then(|k| k.bf16_to_f32(src, dst))
+        .is_err()
+    {
+        reference::bf16_slice(src, dst);
     }
 }
 
