@@ -10,10 +10,10 @@ mod storage;
 
 pub use dtype::{DType, bf16_to_f32, f16_to_f32};
 pub use error::{Error, Result};
+pub use memmap2::Mmap;
 pub use storage::{Bytes, MappedBytes, Packed, Storage, map_file};
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
@@ -162,7 +162,8 @@ impl Tensor {
         })
     }
 
-    /// The values for writing: copies them first if the storage is shared or this is a view.
+    /// The values for writing: copies them first if the storage is shared or this is a view. Mapped and
+    /// packed storage become owned f32 (the file and the packed bytes are never written).
     pub fn make_mut(&mut self) -> &mut [f32] {
         let n = self.numel();
         let whole = matches!(&self.storage, Storage::Owned(v) if self.offset == 0 && v.len() == n);

@@ -98,6 +98,26 @@ impl Packed {
         }
     }
 
+    /// The storage dtype (never f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The packed little-endian bytes of the whole storage.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Int8: one scale per row of [`Packed::row_len`] elements (empty for f16/bf16).
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Int8: elements per scale (the last axis at construction).
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
     pub(super) fn len(&self) -> usize {
         self.bytes.as_slice().len() / self.dtype.size()
     }
