@@ -1,6 +1,7 @@
 //! Anvil: a CPU tensor engine. The kernels crate is re-exported as [`kernels`].
 
 pub mod bench;
+pub mod io;
 pub mod tensor;
 pub use anvil_kernels as kernels;
 
