@@ -20,10 +20,15 @@ Options:
   --threads N     threads to use (default: all cores)
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
-  --seconds S     time budget per shape (default 1.5)";
+  --seconds S     time budget per shape (default 1.5)
+  --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
 pub fn main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(args, &["threads", "torch", "seconds"], &["json", "help"])?;
+    let f = Flags::parse(
+        args,
+        &["threads", "torch", "seconds", "only"],
+        &["json", "help"],
+    )?;
     if f.has("help") || f.positional.is_empty() {
         println!("{HELP}");
         return Ok(());
@@ -51,7 +56,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     };
     out.roofline(threads);
     match family {
-        "gemm" => pool.install(|| gemm(threads, budget, &mut out))?,
+        "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
         other => {
@@ -127,11 +132,19 @@ impl Output {
     }
 }
 
-fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+fn gemm(
+    threads: usize,
+    budget: Duration,
+    only: Option<&str>,
+    out: &mut Output,
+) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     #[cfg(feature = "peers")]
     peers::init(threads);
     for s in GEMM_SHAPES {
+        if only.is_some_and(|o| !s.label().contains(o)) {
+            continue;
+        }
         let (a, b, c) = bench::gemm::operands(s);
         let mut outs = vec![c; 3];
         let mut it = outs.iter_mut();
