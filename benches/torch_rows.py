@@ -24,6 +24,7 @@ Bytes (f32, 4 bytes each, read + written, counted as Anvil's criterion benches c
                     (one float): BV + 2B + 1; bwd reads logits, writes dlogits: 2BV + 2B
 """
 
+import argparse
 import json
 import statistics
 import time
@@ -67,6 +68,10 @@ def fwd_bwd(name, shape, x, forward, fwd_bytes, bwd_bytes, params=()):
 
 
 def main():
+    global THREADS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=THREADS)
+    THREADS = ap.parse_args().threads
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
 

@@ -1,11 +1,11 @@
 //! The tape itself: accumulation, parameters (trainable and frozen), no-grad mode, clearing,
 //! the buffer pool, errors on bad input, and bit-identical results on 1 and 2 threads.
 
-mod common;
+mod gradcheck;
 
 use anvil::autograd::{Graph, ParamId, Var};
 use anvil::tensor::{Error, Tensor};
-use common::tensor;
+use gradcheck::tensor;
 
 /// A small MLP block step: `sum(linear2(rmsnorm(linear1(x))))`; returns the loss value.
 fn mlp_step(g: &mut Graph, ps: &[ParamId], x: &Tensor) -> f32 {

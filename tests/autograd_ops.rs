@@ -1,10 +1,10 @@
 //! Gradient checks of every autograd op: central finite differences, an input used twice, and
 //! backward twice on a fresh graph giving identical bits (all inside `common::check`).
 
-mod common;
+mod gradcheck;
 
 use anvil::autograd::Rng;
-use common::{check, tensor};
+use gradcheck::{check, tensor};
 
 #[test]
 fn matmul_2d_flattened_and_batched() {

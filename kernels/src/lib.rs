@@ -7,18 +7,27 @@
 //! kernel on every tier in turn.
 
 pub mod adamw;
+pub mod cross_entropy;
 mod error;
+pub mod gelu;
 pub mod gemm;
 mod isa;
 pub mod layernorm;
+mod math;
+mod par;
 pub mod qgemm;
 pub mod rmsnorm;
 mod roofline;
+pub mod silu;
 mod simd;
+pub mod softmax;
 
+pub use cross_entropy::IGNORE_INDEX;
 pub use error::KernelError;
+pub use gelu::Gelu;
 pub use gemm::{MatMut, MatRef};
 pub use isa::{Features, Isa};
+pub use softmax::CausalMask;
 
 use std::sync::OnceLock;
 

@@ -2,8 +2,10 @@
 //! roofline, and one function per kernel family returning records (the library never prints).
 
 pub mod gemm;
+pub mod rows;
 
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
+pub use rows::{RowBench, row_benches};
 
 use std::time::{Duration, Instant};
 

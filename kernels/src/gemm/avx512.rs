@@ -1,13 +1,18 @@
-//! AVX-512 micro-kernel: 12 x 32 (24 accumulators of 16 lanes, 2 B loads and 12 broadcasts per
-//! k step; the shape BLIS uses on Skylake-X, transposed for row-major C).
+//! AVX-512 micro-kernel: 8 x 48 (24 accumulators of 16 lanes, 3 B loads and 8 broadcasts per k
+//! step). The A micro-panel (8 x KC) is the one that stays in L1; B micro-panels stream from L2.
 
 use super::kernel::MicroKernel;
 use std::arch::x86_64::*;
 
 pub(crate) struct Avx512;
 
-const MR: usize = 12;
-const NR: usize = 32;
+/// Rows of the micro-tile (broadcasts of A per k step).
+const MR: usize = 8;
+/// Vectors of 16 columns in the micro-tile (loads of B per k step).
+const NV: usize = 3;
+const NR: usize = 16 * NV;
+/// Prefetch distance in k steps for the streaming B micro-panels (measured: 8 beat 0, 4 and 16).
+const PF: usize = 8;
 
 impl MicroKernel for Avx512 {
     const MR: usize = MR;
@@ -25,7 +30,7 @@ impl MicroKernel for Avx512 {
         nr: usize,
     ) {
         // SAFETY: forwarded trait contract (which includes AVX-512 F on this CPU).
-        unsafe { kernel(kc, alpha, a, b, beta, c, ldc, mr, nr) }
+        unsafe { kernel::<MR, NV>(kc, alpha, a, b, beta, c, ldc, mr, nr) }
     }
 }
 
@@ -39,9 +44,10 @@ pub(crate) fn mask16(n: usize) -> __mmask16 {
     }
 }
 
+/// The `R x 16V` micro-kernel: `R * V` accumulators, V loads of B and R broadcasts of A per k.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const R: usize, const V: usize>(
     kc: usize,
     alpha: f32,
     a: *const f32,
@@ -56,61 +62,61 @@ unsafe fn kernel(
     // cache misses at the store.
     for i in 0..mr {
         let ci = c.wrapping_add(i * ldc);
-        _mm_prefetch::<_MM_HINT_T0>(ci.cast());
-        _mm_prefetch::<_MM_HINT_T0>(ci.wrapping_add(nr.max(1) - 1).cast());
+        for v in 0..V {
+            _mm_prefetch::<_MM_HINT_T0>(ci.wrapping_add((16 * v).min(nr.max(1) - 1)).cast());
+        }
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut a, mut b) = (a, b);
-    // One k step: 2 loads of B, 12 broadcasts of A, 24 FMAs.
-    let step = |acc: &mut [[__m512; 2]; MR], a: *const f32, b: *const f32| {
+    let step = |acc: &mut [[__m512; V]; R], a: *const f32, b: *const f32| {
         // SAFETY: the caller keeps a and b inside their panels.
         unsafe {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*a.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+                for v in 0..V {
+                    row[v] = _mm512_fmadd_ps(ai, bv[v], row[v]);
+                }
             }
         }
     };
-    // Four steps a round: the A micro-panel streams from L2, so prefetch the three cache lines
-    // the round after next will read (4 steps x 12 values = 3 lines).
+    // Four steps a round; the B micro-panels stream from L2 (the A micro-panel stays in L1 across
+    // LOOP 1), so prefetch the B lines of the round after next.
     for _ in 0..kc / 4 {
-        for line in 0..3 {
-            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(8 * MR + 16 * line).cast());
+        for line in 0..V * 4 {
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PF * 16 * V + 16 * line).cast());
         }
         // SAFETY: four more k steps remain in both panels.
         unsafe {
             for s in 0..4 {
-                step(&mut acc, a.add(s * MR), b.add(s * NR));
+                step(&mut acc, a.add(s * R), b.add(s * 16 * V));
             }
-            a = a.add(4 * MR);
-            b = b.add(4 * NR);
+            a = a.add(4 * R);
+            b = b.add(4 * 16 * V);
         }
     }
     for _ in 0..kc % 4 {
         step(&mut acc, a, b);
         // SAFETY: one more k step remains in both panels.
         unsafe {
-            a = a.add(MR);
-            b = b.add(NR);
+            a = a.add(R);
+            b = b.add(16 * V);
         }
     }
-    let (m0, m1) = (mask16(nr), mask16(nr.saturating_sub(16)));
+    let masks: [__mmask16; V] = std::array::from_fn(|v| mask16(nr.saturating_sub(16 * v)));
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
     for (i, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row i < mr of the C block; the masks keep the stores to its first nr columns.
-        unsafe {
-            let ci = c.add(i * ldc);
-            let mut r0 = _mm512_mul_ps(va, row[0]);
-            let mut r1 = _mm512_mul_ps(va, row[1]);
-            if beta != 0.0 {
-                r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
-                r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci.add(16)), r1);
+        for v in 0..V {
+            // SAFETY: row i < mr of the C block; the mask keeps loads and stores to its first nr
+            // columns.
+            unsafe {
+                let cv = c.add(i * ldc + 16 * v);
+                let mut r = _mm512_mul_ps(va, row[v]);
+                if beta != 0.0 {
+                    r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(masks[v], cv), r);
+                }
+                _mm512_mask_storeu_ps(cv, masks[v], r);
             }
-            _mm512_mask_storeu_ps(ci, m0, r0);
-            _mm512_mask_storeu_ps(ci.add(16), m1, r1);
         }
     }
 }

@@ -35,11 +35,11 @@ pub(crate) trait MicroKernel {
 /// Cache-block sizes for one micro-kernel shape.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Blocking {
-    /// Depth of a packed panel: a `KC x NR` B micro-panel stays in L1 across LOOP 1.
+    /// Depth of a packed panel: a `MR x KC` A micro-panel stays in L1 across LOOP 1.
     pub kc: usize,
-    /// Rows of a packed A block: `MC x KC` stays in L2 across LOOP 2.
+    /// Rows of a packed A block (it lives in the last-level cache; this bounds the buffer).
     pub mc: usize,
-    /// Columns of a packed B block: `KC x NC` stays in the (shared) last-level cache.
+    /// Columns of a packed B block: `KC x NC` stays in L2 across LOOP 2.
     pub nc: usize,
 }
 
@@ -83,14 +83,12 @@ fn detect_caches() -> (usize, usize) {
     (32 << 10, 1 << 20)
 }
 
-/// Block sizes for an `mr x nr` kernel: the B micro-panel about fills L1 (it is read MC/MR times
-/// per load and the hardware keeps most of it there; a deeper KC halves C's round trips, which
-/// measured faster than a half-L1 panel), the A block about a third of L2 (the rest holds the
-/// streaming B micro-panels and C tiles; larger blocks measured slower on Sapphire Rapids).
+/// Block sizes for an `mr x nr` kernel: the A micro-panel takes a quarter of L1 (the rest holds
+/// the B lines streaming through and the C tile), the B block half of L2.
 pub(crate) fn blocking(mr: usize, nr: usize) -> Blocking {
     let (l1, l2) = cache_sizes();
-    let kc = (l1 / (nr * 4)).clamp(64, 512) / 8 * 8;
-    let mc = ((l2 / 3) / (kc * 4)).clamp(mr, 4096) / mr * mr;
-    let nc = (4096 / nr).max(1) * nr;
+    let kc = (l1 / 4 / (mr * 4)).clamp(64, 512) / 8 * 8;
+    let nc = ((l2 / 2) / (kc * 4)).clamp(nr, 8192) / nr * nr;
+    let mc = (1024 / mr).max(1) * mr;
     Blocking { kc, mc, nc }
 }

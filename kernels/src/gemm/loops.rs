@@ -274,11 +274,12 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
                             apack,
                         )
                     };
-                    // LOOP 2 and LOOP 1: micro-tiles.
-                    for jr in (0..nc).step_by(K::NR) {
-                        let bp = bpack[jr * kc..].as_ptr();
-                        for ir in (0..mc).step_by(K::MR) {
-                            let ap = apack[ir * kc..].as_ptr();
+                    // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
+                    for ir in (0..mc).step_by(K::MR) {
+                        let ap = apack[ir * kc..].as_ptr();
+                        // LOOP 1: the B micro-panels of the packed block.
+                        for jr in (0..nc).step_by(K::NR) {
+                            let bp = bpack[jr * kc..].as_ptr();
                             // SAFETY: the panels hold kc * MR and kc * NR values; the tile at
                             // (ic + ir, jc + jr) is inside C, clipped to mr x nr.
                             unsafe {

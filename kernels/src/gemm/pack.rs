@@ -1,5 +1,8 @@
 //! Packing of A and B blocks into the micro-panel layouts the micro-kernels read.
 
+/// The largest MR of any micro-kernel.
+pub(crate) const MAX_MR: usize = 16;
+
 /// Packs the `mc x kc` block of A at `a` (strides `rs`, `cs`) into `mc.div_ceil(mr)` micro-panels
 /// of `kc x MR` values each (`dst[panel][p * mr + i]`), zero-padding rows past `mc`.
 ///
@@ -23,12 +26,16 @@ pub(crate) unsafe fn pack_a(
         let i0 = panel * mr;
         let rows = mr.min(mc - i0);
         if cs == 1 {
-            // Rows of A are contiguous: read each row once, write it strided into the panel.
-            for i in 0..rows {
-                // SAFETY: row i0 + i < mc, its kc elements are readable (caller's contract).
-                let row = unsafe { std::slice::from_raw_parts(a.add((i0 + i) * rs), kc) };
-                for (p, &v) in row.iter().enumerate() {
-                    out[p * mr + i] = v;
+            // Rows of A are contiguous: read the panel's rows side by side (as many sequential
+            // streams) and write the panel in order, one k step of `mr` values at a time.
+            let mut src: [&[f32]; MAX_MR] = [&[]; MAX_MR];
+            for (i, s) in src.iter_mut().enumerate().take(rows) {
+                // SAFETY: row i0 + i < mc holds kc elements (caller's contract).
+                *s = unsafe { std::slice::from_raw_parts(a.add((i0 + i) * rs), kc) };
+            }
+            for (p, dst) in out.chunks_exact_mut(mr).enumerate() {
+                for (d, row) in dst.iter_mut().zip(&src[..rows]) {
+                    *d = row[p];
                 }
             }
         } else {

@@ -11,6 +11,8 @@ Usage: anvil bench FAMILY [--threads N] [--json] [--torch PYTHON] [--seconds S]
 Families:
   gemm   f32 GEMM on the model shapes, beside the `gemm` and `matrixmultiply` crates (when built
          with `--features peers`) and PyTorch (with --torch)
+  rows   row kernels (norms, activations, softmax, cross-entropy, AdamW), forward and backward,
+         against copy bandwidth and PyTorch (with --torch)
 
 Options:
   --threads N     threads to use (default: all cores)
@@ -48,7 +50,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     out.roofline(threads);
     match family {
         "gemm" => pool.install(|| gemm(threads, budget, &mut out))?,
-        other => return Err(format!("unknown bench family `{other}` (known: gemm)")),
+        "rows" => pool.install(|| rows(threads, budget, &mut out))?,
+        other => {
+            return Err(format!(
+                "unknown bench family `{other}` (known: gemm, rows)"
+            ));
+        }
     }
     if let Some(py) = f.value("torch") {
         torch(py, family, threads, &mut out)?;
@@ -156,6 +163,22 @@ fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
                 seconds: t,
             });
         }
+    }
+    Ok(())
+}
+
+fn rows(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+    let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
+    for mut b in bench::row_benches(kern) {
+        let secs = bench::interleaved(&mut [&mut b.run], budget, 5);
+        out.record(&Record {
+            name: format!("anvil/{}", b.name),
+            shape: b.shape.clone(),
+            threads,
+            unit: "gbps",
+            value: b.bytes / secs[0] / 1e9,
+            seconds: secs[0],
+        });
     }
     Ok(())
 }
