@@ -3,7 +3,7 @@
 
 mod gradcheck;
 
-use anvil::autograd::{Graph, ParamId, Var};
+use anvil::autograd::{CausalMask, Gelu, Graph, ParamId, Var};
 use anvil::tensor::{Error, Tensor};
 use gradcheck::tensor;
 
@@ -26,6 +26,46 @@ fn mlp_params(g: &mut Graph, c: usize, ff: usize) -> Vec<ParamId> {
         g.add_param("b1", &tensor(&[ff], 2), true),
         g.add_param("norm", &tensor(&[ff], 3), true),
         g.add_param("w2", &tensor(&[c, ff], 4), true),
+    ]
+}
+
+/// A transformer-ish step touching the other kernels: embedding, layernorm, GELU, SwiGLU,
+/// causal softmax, batched matmul, tied-weight logits and cross-entropy; returns the loss.
+fn lm_step(g: &mut Graph, ps: &[ParamId], ids: &[u32], t: usize) -> f32 {
+    let [emb, lw, lb, w_up, w_gate, w_down] = [0, 1, 2, 3, 4, 5].map(|i| g.param(ps[i]).unwrap());
+    let rows = ids.len();
+    let c = g.shape(emb).unwrap()[1];
+    let x = g.embedding(emb, ids, &[rows / t, t]).unwrap();
+    let h = g.layernorm(x, lw, lb, 1e-5).unwrap();
+    // Self-attention scores with q = k = v = h (one head).
+    let ht = g.transpose(h).unwrap();
+    let scores = g.matmul(h, ht).unwrap();
+    let scores = g.scale(scores, 1.0 / (c as f32).sqrt()).unwrap();
+    let att = g.softmax_causal(scores, CausalMask::causal(t)).unwrap();
+    let a = g.matmul(att, h).unwrap();
+    let x = g.add(x, a).unwrap();
+    let up = g.linear(x, w_up, None).unwrap();
+    let gate = g.linear(x, w_gate, None).unwrap();
+    let gate = g.gelu(gate, Gelu::Tanh).unwrap();
+    let f = g.swiglu(gate, up).unwrap();
+    let f = g.linear(f, w_down, None).unwrap();
+    let x = g.add(x, f).unwrap();
+    let logits = g.linear(x, emb, None).unwrap();
+    let targets: Vec<u32> = ids.iter().map(|&i| (i * 7 + 3) % 512).collect();
+    let loss = g.cross_entropy(logits, &targets, u32::MAX).unwrap();
+    let l = g.value(loss).unwrap()[0];
+    g.backward(loss).unwrap();
+    l
+}
+
+fn lm_params(g: &mut Graph, v: usize, c: usize, ff: usize) -> Vec<ParamId> {
+    vec![
+        g.add_param("emb", &tensor(&[v, c], 21), true),
+        g.add_param("ln_w", &tensor(&[c], 22), true),
+        g.add_param("ln_b", &tensor(&[c], 23), true),
+        g.add_param("up", &tensor(&[ff, c], 24), true),
+        g.add_param("gate", &tensor(&[ff, c], 25), true),
+        g.add_param("down", &tensor(&[c, ff], 26), true),
     ]
 }
 
@@ -183,8 +223,15 @@ fn user_errors_name_the_op_and_shapes() {
     assert_eq!(op(g.layernorm(a, a, a, 1e-5)).0, "layernorm");
     assert_eq!(op(g.rmsnorm(a, b, 1e-5)).0, "rmsnorm");
     assert_eq!(op(g.add_bias(a, b)).0, "add_bias");
+    assert_eq!(op(g.swiglu(a, b)).0, "swiglu");
+    assert_eq!(op(g.cross_entropy(a, &[0], u32::MAX)).0, "cross_entropy");
+    assert!(matches!(
+        g.cross_entropy(a, &[0, 3], u32::MAX),
+        Err(Error::Kernel(_))
+    ));
     let s = g.sum(a).unwrap();
     assert_eq!(op(g.transpose(s)).0, "transpose");
+    assert_eq!(op(g.softmax(s)).0, "softmax");
     let mut rng = anvil::autograd::Rng::new(1);
     assert_eq!(op(g.dropout(a, 1.0, &mut rng)).0, "dropout");
     assert!(matches!(
@@ -207,6 +254,32 @@ fn bit_identical_on_one_and_two_threads() {
             let mut g = Graph::new().unwrap();
             let ps = mlp_params(&mut g, c, ff);
             let loss = mlp_step(&mut g, &ps, &x);
+            let mut out = vec![loss.to_bits()];
+            for p in ps {
+                out.extend(bits(g.param_grad(p).unwrap().unwrap()));
+            }
+            out
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn lm_step_bit_identical_on_one_and_two_threads() {
+    let (v, c, ff, t) = (512, 128, 256, 64);
+    let ids: Vec<u32> = (0..4 * t as u32)
+        .map(|i| (i * 37 + 11) % v as u32)
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let ps = lm_params(&mut g, v, c, ff);
+            let loss = lm_step(&mut g, &ps, &ids, t);
+            assert!(loss.is_finite());
             let mut out = vec![loss.to_bits()];
             for p in ps {
                 out.extend(bits(g.param_grad(p).unwrap().unwrap()));

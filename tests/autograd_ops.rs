@@ -3,7 +3,7 @@
 
 mod gradcheck;
 
-use anvil::autograd::Rng;
+use anvil::autograd::{CausalMask, Gelu, IGNORE_INDEX, Rng};
 use gradcheck::{check, tensor};
 
 #[test]
@@ -149,4 +149,78 @@ fn dropout_seeded() {
         let d = g.dropout(v[0], 0.5, &mut Rng::new(8))?;
         g.mul(d, v[0])
     });
+}
+
+#[test]
+fn softmax_plain_and_causal() {
+    let x = [tensor(&[2, 3, 5], 31)];
+    check("softmax", &x, |g, v| g.softmax(v[0]));
+    check("softmax x twice", &x, |g, v| {
+        let s = g.softmax(v[0])?;
+        g.mul(s, v[0])
+    });
+    let sq = [tensor(&[2, 4, 4], 32)];
+    check("softmax causal", &sq, |g, v| {
+        g.softmax_causal(v[0], CausalMask::causal(4))
+    });
+    // A KV-cache offset with a sliding window of 2 keys.
+    let m = CausalMask {
+        block_rows: 3,
+        offset: 2,
+        window: Some(2),
+    };
+    let x = [tensor(&[2, 3, 5], 33)];
+    check("softmax sliding window", &x, |g, v| {
+        g.softmax_causal(v[0], m)
+    });
+}
+
+#[test]
+fn cross_entropy_with_ignore_index() {
+    let logits = [tensor(&[2, 3, 6], 34)];
+    let targets = [5u32, IGNORE_INDEX, 0, 2, 2, IGNORE_INDEX];
+    check("cross_entropy", &logits, |g, v| {
+        // Logits scaled to O(3) so the softmax is far from uniform.
+        let l = g.scale(v[0], 3.0)?;
+        g.cross_entropy(l, &targets, IGNORE_INDEX)
+    });
+    check("cross_entropy logits twice", &logits, |g, v| {
+        let ce = g.cross_entropy(v[0], &targets, IGNORE_INDEX)?;
+        let s = g.sum(v[0])?;
+        g.mul(ce, s)
+    });
+    // Every row ignored: loss 0 and no gradient.
+    check(
+        "cross_entropy all ignored",
+        &[tensor(&[2, 3], 35)],
+        |g, v| g.cross_entropy(v[0], &[7, 7], 7),
+    );
+}
+
+#[test]
+fn gelu_silu_swiglu() {
+    let x = [tensor(&[3, 7], 36), tensor(&[3, 7], 37)];
+    // Scaled to cover both tails of the curves.
+    check("gelu tanh", &x[..1], |g, v| {
+        let s = g.scale(v[0], 3.0)?;
+        g.gelu(s, Gelu::Tanh)
+    });
+    check("gelu erf", &x[..1], |g, v| {
+        let s = g.scale(v[0], 3.0)?;
+        g.gelu(s, Gelu::Erf)
+    });
+    check("gelu x twice", &x[..1], |g, v| {
+        let y = g.gelu(v[0], Gelu::Erf)?;
+        g.mul(y, v[0])
+    });
+    check("silu", &x[..1], |g, v| {
+        let s = g.scale(v[0], 3.0)?;
+        g.silu(s)
+    });
+    check("silu x twice", &x[..1], |g, v| {
+        let y = g.silu(v[0])?;
+        g.add(y, v[0])
+    });
+    check("swiglu", &x, |g, v| g.swiglu(v[0], v[1]));
+    check("swiglu x x", &x[..1], |g, v| g.swiglu(v[0], v[0]));
 }

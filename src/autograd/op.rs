@@ -1,10 +1,14 @@
 //! The op enum (inputs plus what each backward needs) and the backward dispatch: one line per
 //! op, no math here; each rule lives beside its forward in `ops/<family>.rs`.
 
-use super::ops::{dropout, elementwise, embedding, layernorm, matmul, reduce, rmsnorm, shape};
+use super::ops::{
+    cross_entropy, dropout, elementwise, embedding, gelu, layernorm, matmul, reduce, rmsnorm,
+    shape, silu, softmax,
+};
 use super::pool::Pool;
 use super::{Grads, Vals, Var};
 use crate::kernels::Kernels;
+use crate::kernels::gelu::Gelu;
 use crate::tensor::Result;
 
 /// A recorded op. Shapes are read from the input nodes at backward time.
@@ -68,6 +72,21 @@ pub(crate) enum Op {
         x: Var,
         mask: Vec<f32>,
     },
+    Softmax {
+        x: Var,
+    },
+    CrossEntropy(cross_entropy::Saved),
+    Gelu {
+        x: Var,
+        kind: Gelu,
+    },
+    Silu {
+        x: Var,
+    },
+    SwiGlu {
+        gate: Var,
+        up: Var,
+    },
 }
 
 impl Op {
@@ -87,7 +106,12 @@ impl Op {
             | Op::Reshape { x }
             | Op::Narrow { x, .. }
             | Op::Transpose { x }
-            | Op::Dropout { x, .. } => vec![*x],
+            | Op::Dropout { x, .. }
+            | Op::Softmax { x }
+            | Op::Gelu { x, .. }
+            | Op::Silu { x } => vec![*x],
+            Op::CrossEntropy(s) => vec![s.logits],
+            Op::SwiGlu { gate, up } => vec![*gate, *up],
             Op::Concat { parts, .. } => parts.clone(),
         }
     }
@@ -101,6 +125,7 @@ impl Op {
             }
             Op::RmsNorm(s) => pool.give(s.rstd),
             Op::Dropout { mask, .. } => pool.give(mask),
+            Op::CrossEntropy(s) => pool.give(s.lse),
             _ => {}
         }
     }
@@ -141,5 +166,10 @@ pub(crate) fn backward(
         Op::Concat { parts, axis } => shape::concat_backward(c, parts, *axis, dy),
         Op::Transpose { x } => shape::transpose_backward(c, *x, dy),
         Op::Dropout { x, mask } => dropout::backward(c, *x, mask, dy),
+        Op::Softmax { x } => softmax::backward(c, *x, out, dy),
+        Op::CrossEntropy(s) => cross_entropy::backward(c, s, dy),
+        Op::Gelu { x, kind } => gelu::backward(c, *x, *kind, dy),
+        Op::Silu { x } => silu::silu_backward(c, *x, dy),
+        Op::SwiGlu { gate, up } => silu::swiglu_backward(c, *gate, *up, dy),
     }
 }

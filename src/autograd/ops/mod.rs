@@ -1,14 +1,18 @@
 //! The ops, one family per file: each holds its forwards (methods on [`Graph`](super::Graph))
 //! and their handwritten backward rules, which ADD into the input gradients.
 
+pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod shape;
+pub mod silu;
+pub mod softmax;
 
 use super::shape_err;
 use crate::tensor::Result;
