@@ -94,6 +94,34 @@ fn param_used_twice_sums_and_grads_accumulate_across_steps() {
 }
 
 #[test]
+fn param_gradient_equals_input_gradient() {
+    // The same graph with w as a parameter and as a trainable input: identical bits.
+    let (xt, wt, bt) = (tensor(&[6, 5], 30), tensor(&[4, 5], 31), tensor(&[4], 32));
+    let mut g = Graph::new().unwrap();
+    let (wp, bp) = (g.add_param("w", &wt, true), g.add_param("b", &bt, true));
+    let x = g.input(&xt, false);
+    let (w, b) = (g.param(wp).unwrap(), g.param(bp).unwrap());
+    let y = g.linear(x, w, Some(b)).unwrap();
+    let y = g.gelu(y, Gelu::Erf).unwrap();
+    let loss = g.sum(y).unwrap();
+    g.backward(loss).unwrap();
+    let x = g.input(&xt, false);
+    let (w, b) = (g.input(&wt, true), g.input(&bt, true));
+    let y = g.linear(x, w, Some(b)).unwrap();
+    let y = g.gelu(y, Gelu::Erf).unwrap();
+    let loss = g.sum(y).unwrap();
+    let grads = g.backward(loss).unwrap();
+    assert_eq!(
+        bits(g.param_grad(wp).unwrap().unwrap()),
+        bits(grads.get(w).unwrap())
+    );
+    assert_eq!(
+        bits(g.param_grad(bp).unwrap().unwrap()),
+        bits(grads.get(b).unwrap())
+    );
+}
+
+#[test]
 fn frozen_param_gets_no_gradient() {
     let mut g = Graph::new().unwrap();
     let w = g.add_param("w", &tensor(&[3, 4], 5), false);
@@ -159,6 +187,41 @@ fn no_grad_records_nothing_and_saves_nothing() {
 }
 
 #[test]
+fn no_grad_values_can_be_released_as_they_die() {
+    let mut g = Graph::new().unwrap();
+    let w = g.add_param("w", &tensor(&[16, 16], 19), true);
+    g.set_grad_enabled(false);
+    let wv = g.param(w).unwrap();
+    let mut x = g.input(&tensor(&[8, 16], 20), false);
+    let before = g.pooled_bytes();
+    for _ in 0..4 {
+        let y = g.linear(x, wv, None).unwrap();
+        g.release(x).unwrap();
+        x = y;
+    }
+    // Each dead (8, 16) activation went back to the pool (and was reused by the next layer).
+    assert!(g.pooled_bytes() > before);
+    assert_eq!(g.shape(x).unwrap(), &[8, 16]);
+    let dead = Var::clone(&x);
+    g.release(dead).unwrap();
+    assert!(matches!(
+        g.value(dead),
+        Err(Error::Shape { op: "value", .. })
+    ));
+    assert!(g.release(dead).is_err());
+    g.set_grad_enabled(true);
+    g.clear();
+    // With a recorded op on the tape, nothing may be released.
+    let wv = g.param(w).unwrap();
+    let x = g.input(&tensor(&[8, 16], 20), false);
+    let _y = g.linear(x, wv, None).unwrap();
+    assert!(matches!(
+        g.release(x),
+        Err(Error::Shape { op: "release", .. })
+    ));
+}
+
+#[test]
 fn tape_is_cleared_and_buffers_reused() {
     let mut g = Graph::new().unwrap();
     let ps = mlp_params(&mut g, 16, 32);
@@ -218,6 +281,8 @@ fn user_errors_name_the_op_and_shapes() {
     assert_eq!(op(g.narrow(a, 1, 2, 2)).0, "narrow");
     assert_eq!(op(g.narrow(a, 2, 0, 1)).0, "narrow");
     assert_eq!(op(g.reshape(a, &[5])).0, "reshape");
+    assert_eq!(op(g.reshape(a, &[usize::MAX, 3])).0, "reshape");
+    assert_eq!(op(g.embedding(b, &[0], &[usize::MAX, 2])).0, "embedding");
     assert_eq!(op(g.concat(&[a, b], 0)).0, "concat");
     assert_eq!(op(g.concat(&[], 0)).0, "concat");
     assert_eq!(op(g.layernorm(a, a, a, 1e-5)).0, "layernorm");

@@ -52,6 +52,8 @@ pub(crate) struct Node {
     pub(crate) value: Value,
     /// Whether a gradient flows to this node (a trainable leaf or a function of one).
     pub(crate) needs_grad: bool,
+    /// Whether [`Graph::release`] returned its buffer to the pool.
+    released: bool,
 }
 
 /// One parameter: value, shape, gradient (allocated while trainable) and name.
@@ -145,6 +147,8 @@ pub struct Graph {
     generation: u32,
     nodes: Vec<Node>,
     ops: Vec<Op>,
+    /// Ops on the tape that have a backward (not [`Op::Leaf`]).
+    recorded: usize,
     params: Vec<Param>,
     param_grads: Vec<Vec<f32>>,
     pool: Pool,
@@ -167,6 +171,7 @@ impl Graph {
             generation: 0,
             nodes: Vec::new(),
             ops: Vec::new(),
+            recorded: 0,
             params: Vec::new(),
             param_grads: Vec::new(),
             pool: Pool::default(),
@@ -204,7 +209,7 @@ impl Graph {
 
     /// Number of recorded ops that have a backward (leaves and no-grad values excluded).
     pub fn recorded_ops(&self) -> usize {
-        self.ops.iter().filter(|o| !matches!(o, Op::Leaf)).count()
+        self.recorded
     }
 
     /// Bytes held by free buffers in the pool.
@@ -235,9 +240,11 @@ impl Graph {
     /// Freezes (`false`) or unfreezes a parameter. A frozen parameter gets no gradient.
     ///
     /// # Errors
-    /// [`Error::Shape`] for an unknown id.
+    /// [`Error::Shape`] for an unknown id, or while a tape is recorded (its nodes decided at
+    /// recording time whether a gradient flows to the parameter).
     pub fn set_requires_grad(&mut self, p: ParamId, on: bool) -> Result<()> {
         let n = self.param_ref(p)?.value.len();
+        self.check_no_tape("set_requires_grad")?;
         self.params[p.0].requires_grad = on;
         self.param_grads[p.0] = vec![0.0; if on { n } else { 0 }];
         Ok(())
@@ -253,6 +260,7 @@ impl Graph {
             shape: pr.shape.clone(),
             value: Value::Param(p.0),
             needs_grad: self.grad_enabled && pr.requires_grad,
+            released: false,
         };
         Ok(self.push_node(node, Op::Leaf))
     }
@@ -282,21 +290,26 @@ impl Graph {
     /// read parameters in place, so changing one would corrupt the pending backward).
     pub fn param_update(&mut self, p: ParamId) -> Result<(&mut [f32], &[f32])> {
         self.param_ref(p)?;
-        if !self.nodes.is_empty() {
-            return Err(Error::Shape {
-                op: "param_update",
-                detail: format!(
-                    "{} nodes still on the tape: call backward or clear",
-                    self.len()
-                ),
-            });
-        }
+        self.check_no_tape("param_update")?;
         Ok((&mut self.params[p.0].value, &self.param_grads[p.0]))
     }
 
     /// Zeroes every parameter gradient.
     pub fn zero_grads(&mut self) {
         self.param_grads.iter_mut().for_each(|g| g.fill(0.0));
+    }
+
+    fn check_no_tape(&self, op: &'static str) -> Result<()> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            op,
+            detail: format!(
+                "{} nodes still on the tape: call backward or clear",
+                self.len()
+            ),
+        })
     }
 
     fn param_ref(&self, p: ParamId) -> Result<&Param> {
@@ -321,6 +334,7 @@ impl Graph {
             shape,
             value: Value::Owned(value),
             needs_grad: self.grad_enabled && rg,
+            released: false,
         };
         self.push_node(node, Op::Leaf)
     }
@@ -356,7 +370,11 @@ impl Graph {
     /// The node of `v`, checked against the current generation.
     pub(crate) fn node(&self, op: &'static str, v: Var) -> Result<&Node> {
         match self.nodes.get(v.idx as usize) {
-            Some(n) if v.generation == self.generation => Ok(n),
+            Some(n) if v.generation == self.generation && !n.released => Ok(n),
+            Some(_) if v.generation == self.generation => Err(Error::Shape {
+                op,
+                detail: format!("{v:?} was released"),
+            }),
             _ => Err(Error::Shape {
                 op,
                 detail: format!("stale handle {v:?}: its tape was cleared"),
@@ -374,6 +392,30 @@ impl Graph {
         Ok((x, &n.shape))
     }
 
+    /// Returns the buffer of `v` to the pool now, for inference: with no op recorded on the tape
+    /// (no-grad mode, or nothing trainable) a value is dead once its consumers have run, and
+    /// releasing it keeps a long no-grad forward from holding every activation until
+    /// [`Graph::clear`]. Later use of `v` is an error. Releasing a parameter's node frees nothing.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `v` is stale or already released, or when the tape holds recorded
+    /// ops (their backward may read any value).
+    pub fn release(&mut self, v: Var) -> Result<()> {
+        self.node("release", v)?;
+        if self.recorded > 0 {
+            return Err(Error::Shape {
+                op: "release",
+                detail: format!("{} recorded ops may still read {v:?}", self.recorded),
+            });
+        }
+        let n = &mut self.nodes[v.idx as usize];
+        n.released = true;
+        if let Value::Owned(buf) = std::mem::replace(&mut n.value, Value::Owned(Vec::new())) {
+            self.pool.give(buf);
+        }
+        Ok(())
+    }
+
     /// Appends an op's result. When no input needs a gradient (or recording is off) the op is
     /// dropped and the value stored as a constant leaf.
     pub(crate) fn push(&mut self, value: Vec<f32>, shape: Vec<usize>, op: Op) -> Var {
@@ -387,6 +429,7 @@ impl Graph {
             shape,
             value: Value::Owned(value),
             needs_grad,
+            released: false,
         };
         self.push_node(node, op)
     }
@@ -400,6 +443,7 @@ impl Graph {
     }
 
     fn push_node(&mut self, node: Node, op: Op) -> Var {
+        self.recorded += usize::from(!matches!(op, Op::Leaf));
         self.nodes.push(node);
         self.ops.push(op);
         Var {
@@ -498,6 +542,7 @@ impl Graph {
         for o in self.ops.drain(..) {
             o.recycle(&mut self.pool);
         }
+        self.recorded = 0;
         self.generation = self.generation.wrapping_add(1);
     }
 }

@@ -18,7 +18,7 @@ impl Graph {
             return Err(shape_err(OP, format!("table must be (V, C), got {ts:?}")));
         }
         let (v, c) = (ts[0], ts[1]);
-        if ids.len() != ids_shape.iter().product::<usize>() {
+        if ids.len() != crate::tensor::numel(OP, ids_shape)? {
             let n = ids.len();
             return Err(shape_err(
                 OP,

@@ -12,8 +12,9 @@ impl Graph {
     /// # Errors
     /// [`crate::tensor::Error::Shape`] when the element counts differ or the handle is stale.
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let n = crate::tensor::numel("reshape", shape)?;
         let xs = self.shape(x)?;
-        if xs.iter().product::<usize>() != shape.iter().product::<usize>() {
+        if xs.iter().product::<usize>() != n {
             return Err(shape_err(
                 "reshape",
                 format!("cannot reshape {xs:?} into {shape:?}"),
