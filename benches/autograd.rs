@@ -25,8 +25,16 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn tensor(shape: &[usize], seed: u32) -> Tensor {
-    Tensor::from_vec(data(shape.iter().product(), seed), shape).unwrap()
+/// Weights scaled by `1 / sqrt(fan_in)` as a model initialises them. Unscaled, the first
+/// layer's outputs reach |y| ~ 10, GELU's left tail returns subnormals there (~1e-38), and every
+/// GEMM reading them slows down up to 17x on microcode assists (measured: dW2 131 ms vs 7 ms).
+fn weights(n: usize, fan_in: usize, seed: u32) -> Vec<f32> {
+    let s = 1.0 / (fan_in as f32).sqrt();
+    data(n, seed).into_iter().map(|v| v * s).collect()
+}
+
+fn tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v, shape).unwrap()
 }
 
 /// One training step on the tape; returns the loss.
@@ -113,21 +121,21 @@ fn bench(c: &mut Criterion) {
 
     let mut g = Graph::with_kernels(k);
     let ps = [
-        g.add_param("w1", &tensor(&[FF, C], 2), true),
-        g.add_param("b1", &tensor(&[FF], 3), true),
-        g.add_param("w2", &tensor(&[C, FF], 4), true),
-        g.add_param("b2", &tensor(&[C], 5), true),
+        g.add_param("w1", &tensor(weights(FF * C, C, 2), &[FF, C]), true),
+        g.add_param("b1", &tensor(data(FF, 3), &[FF]), true),
+        g.add_param("w2", &tensor(weights(C * FF, FF, 4), &[C, FF]), true),
+        g.add_param("b2", &tensor(data(C, 5), &[C]), true),
     ];
-    let x = tensor(&[ROWS, C], 1);
+    let x = tensor(data(ROWS * C, 1), &[ROWS, C]);
     grp.bench_function(format!("tape/fwd+bwd/{ROWS}x{C}x{FF}"), |b| {
         b.iter(|| black_box(tape_step(&mut g, &ps, &x)))
     });
 
     let mut r = Raw {
         x: data(ROWS * C, 1),
-        w1: data(FF * C, 2),
+        w1: weights(FF * C, C, 2),
         b1: data(FF, 3),
-        w2: data(C * FF, 4),
+        w2: weights(C * FF, FF, 4),
         b2: data(C, 5),
         y1: vec![0.0; ROWS * FF],
         h: vec![0.0; ROWS * FF],
@@ -160,6 +168,56 @@ fn bench(c: &mut Criterion) {
             black_box(l)
         })
     });
+    grp.finish();
+    gemms(c, k, &r);
+}
+
+/// The five GEMMs of the step one by one, to show where the time goes.
+fn gemms(c: &mut Criterion, k: Kernels, r: &Raw) {
+    let mut grp = c.benchmark_group("autograd_mlp_gemms");
+    grp.sample_size(10);
+    grp.throughput(Throughput::Elements((2 * ROWS * C * FF) as u64));
+    let mut out = vec![0.0f32; (ROWS + C) * FF];
+    let mut cases: Vec<(&str, MatRef, MatRef, usize, usize)> = vec![
+        (
+            "fwd1 x*W1^T",
+            m(&r.x, ROWS, C),
+            m(&r.w1, FF, C).t(),
+            ROWS,
+            FF,
+        ),
+        (
+            "fwd2 h*W2^T",
+            m(&r.h, ROWS, FF),
+            m(&r.w2, C, FF).t(),
+            ROWS,
+            C,
+        ),
+        (
+            "dW2 dy2^T*h",
+            m(&r.dy2, ROWS, C).t(),
+            m(&r.h, ROWS, FF),
+            C,
+            FF,
+        ),
+        ("dh dy2*W2", m(&r.dy2, ROWS, C), m(&r.w2, C, FF), ROWS, FF),
+        (
+            "dW1 dy1^T*x",
+            m(&r.dy1, ROWS, FF).t(),
+            m(&r.x, ROWS, C),
+            FF,
+            C,
+        ),
+    ];
+    for (name, a, b, rows, cols) in cases.drain(..) {
+        grp.bench_function(name, |bn| {
+            bn.iter(|| {
+                let cm = MatMut::new(&mut out[..rows * cols], rows, cols, cols);
+                k.sgemm(1.0, a, b, 1.0, cm).unwrap();
+                black_box(&out);
+            })
+        });
+    }
     grp.finish();
 }
 
