@@ -2,9 +2,11 @@
 //! roofline, and one function per kernel family returning records (the library never prints).
 
 pub mod gemm;
+pub mod qgemm;
 pub mod rows;
 
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
+pub use qgemm::{QGEMM_SHAPES, QRun, qgemm_runs};
 pub use rows::{RowBench, row_benches};
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@ use super::kernel::{MicroKernel, blocking};
 use super::pack::{pack_a, pack_b};
 use super::{MatRef, scalar::Scalar, skinny};
 use crate::Isa;
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: a fork-join costs a few
@@ -129,7 +130,6 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
 /// # Safety
 /// As [`gemm`], for each of the `batch` problems, whose outputs do not overlap.
 pub(crate) unsafe fn gemm_batched(isa: Isa, p: &Problem, batch: usize, strides: [usize; 3]) {
-    use rayon::prelude::*;
     let at = |i: usize| Problem {
         a: p.a.wrapping_add(i * strides[0]),
         b: p.b.wrapping_add(i * strides[1]),
@@ -198,10 +198,19 @@ fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
 }
 
 /// Packed GEMM with kernel `K` on `threads` threads.
+///
+/// Tall problems share each packed B block between the threads (packed by all of them, then
+/// read by all): each thread takes a range of rows and packs only its own rows of A, so nothing is
+/// packed twice. Problems with too few rows for that get rectangles of C instead, each packing
+/// its own operands.
 unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
     if threads <= 1 {
         // SAFETY: forwarded contract.
         return unsafe { serial::<K>(p) };
+    }
+    if p.m >= threads * 4 * K::MR {
+        // SAFETY: forwarded contract.
+        return unsafe { shared_b::<K>(p, threads) };
     }
     let (tm, tn) = split(p.m, p.n, p.k, threads, K::MR, K::NR);
     let mut parts = Vec::with_capacity(tm * tn);
@@ -210,7 +219,6 @@ unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
             parts.push(p.sub(i0, mi, j0, nj));
         }
     }
-    use rayon::prelude::*;
     // SAFETY: the rectangles are disjoint, each inside the checked problem.
     parts.par_iter().for_each(|q| unsafe { serial::<K>(q) });
 }
@@ -218,6 +226,8 @@ unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
 thread_local! {
     /// Packing buffers, kept per thread and reused: a fresh large buffer costs page faults.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The B block that [`shared_b`] packs for all threads, kept by the calling thread.
+    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A 64-byte-aligned window of `len` values inside `buf`, growing it if needed.
@@ -229,76 +239,157 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[off..off + len]
 }
 
+/// One (jc, pc) block of the loop nest: the B block is packed in `bpack`.
+#[derive(Clone, Copy)]
+struct Block {
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    beta: f32,
+}
+
 /// The single-threaded loop nest.
 unsafe fn serial<K: MicroKernel>(p: &Problem) {
     let bl = blocking(K::MR, K::NR);
     PACK.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (abuf, bbuf) = &mut *guard;
-        let mc_max = bl.mc.min(p.m.div_ceil(K::MR) * K::MR);
         let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
-        let kc_max = bl.kc.min(p.k);
-        let apack = aligned(abuf, mc_max * kc_max);
-        let bpack = aligned(bbuf, nc_max * kc_max);
-        // LOOP 5: columns of C in blocks of NC.
-        for jc in (0..p.n).step_by(bl.nc) {
-            let nc = bl.nc.min(p.n - jc);
-            // LOOP 4: the shared dimension in blocks of KC; later blocks accumulate into C.
-            for pc in (0..p.k).step_by(bl.kc) {
-                let kc = bl.kc.min(p.k - pc);
-                let beta = if pc == 0 { p.beta } else { 1.0 };
-                // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
+        let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
+        for_blocks(p, bl.nc, bl.kc, |blk| {
+            // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
+            unsafe { pack_b_block::<K>(p, &blk, bpack) };
+            // SAFETY: every row of the checked problem.
+            unsafe { rows::<K>(p, &blk, bpack, abuf, 0, p.m) };
+        });
+    });
+}
+
+/// LOOP 5 and LOOP 4: columns of C in blocks of NC, the shared dimension in blocks of KC (later
+/// blocks accumulate into C).
+fn for_blocks(p: &Problem, nc_blk: usize, kc_blk: usize, mut f: impl FnMut(Block)) {
+    for jc in (0..p.n).step_by(nc_blk) {
+        for pc in (0..p.k).step_by(kc_blk) {
+            f(Block {
+                jc,
+                nc: nc_blk.min(p.n - jc),
+                pc,
+                kc: kc_blk.min(p.k - pc),
+                beta: if pc == 0 { p.beta } else { 1.0 },
+            });
+        }
+    }
+}
+
+/// Packs the B block of `blk` into `bpack`.
+unsafe fn pack_b_block<K: MicroKernel>(p: &Problem, blk: &Block, bpack: &mut [f32]) {
+    // SAFETY: the block lies inside B (caller's contract).
+    unsafe {
+        pack_b(
+            K::NR,
+            blk.kc,
+            blk.nc,
+            p.b.add(blk.pc * p.rsb + blk.jc * p.csb),
+            p.rsb,
+            p.csb,
+            bpack,
+        )
+    }
+}
+
+/// The threaded loop nest: per (jc, pc) block, all threads pack the B block's panels, then each
+/// thread runs LOOP 3..1 over its range of rows (starts at multiples of MR, so the tile grid, and
+/// with it every element's arithmetic, is the serial one).
+unsafe fn shared_b<K: MicroKernel>(p: &Problem, threads: usize) {
+    let bl = blocking(K::MR, K::NR);
+    let parts = ranges(p.m, threads, K::MR);
+    SHARED.with(|cell| {
+        // While this thread waits in a fork-join below, rayon may run another GEMM on it: that
+        // one finds the buffer taken and packs into a fresh one.
+        let mut spare = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let bbuf = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut spare,
+        };
+        let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
+        let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
+        for_blocks(p, bl.nc, bl.kc, |blk| {
+            let panel = K::NR * blk.kc;
+            bpack[..blk.nc.div_ceil(K::NR) * panel]
+                .par_chunks_mut(panel)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let one = Block {
+                        jc: blk.jc + i * K::NR,
+                        nc: K::NR.min(blk.nc - i * K::NR),
+                        ..blk
+                    };
+                    // SAFETY: this panel's columns lie inside the block, inside B.
+                    unsafe { pack_b_block::<K>(p, &one, out) };
+                });
+            let bpack = &*bpack;
+            parts.par_iter().for_each(|&(i0, mi)| {
+                PACK.with(|c| {
+                    // SAFETY: disjoint row ranges of the checked problem.
+                    unsafe { rows::<K>(p, &blk, bpack, &mut c.borrow_mut().0, i0, mi) }
+                })
+            });
+        });
+    });
+}
+
+/// LOOP 3..1 for rows `i0..i0 + m` of C against the packed B block of `blk`, packing A into
+/// `abuf`.
+unsafe fn rows<K: MicroKernel>(
+    p: &Problem,
+    blk: &Block,
+    bpack: &[f32],
+    abuf: &mut Vec<f32>,
+    i0: usize,
+    m: usize,
+) {
+    let bl = blocking(K::MR, K::NR);
+    let kc = blk.kc;
+    let apack = aligned(abuf, bl.mc.min(m.div_ceil(K::MR) * K::MR) * kc);
+    // LOOP 3: rows of C in blocks of MC.
+    for ic in (i0..i0 + m).step_by(bl.mc) {
+        let mc = bl.mc.min(i0 + m - ic);
+        // SAFETY: the block lies inside A; apack holds its panels.
+        unsafe {
+            pack_a(
+                K::MR,
+                mc,
+                kc,
+                p.a.add(ic * p.rsa + blk.pc * p.csa),
+                p.rsa,
+                p.csa,
+                apack,
+            )
+        };
+        // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
+        for ir in (0..mc).step_by(K::MR) {
+            let ap = apack[ir * kc..].as_ptr();
+            // LOOP 1: the B micro-panels of the packed block.
+            for jr in (0..blk.nc).step_by(K::NR) {
+                let bp = bpack[jr * kc..].as_ptr();
+                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at
+                // (ic + ir, jc + jr) is inside C, clipped to mr x nr.
                 unsafe {
-                    pack_b(
-                        K::NR,
+                    K::run(
                         kc,
-                        nc,
-                        p.b.add(pc * p.rsb + jc * p.csb),
-                        p.rsb,
-                        p.csb,
-                        bpack,
+                        p.alpha,
+                        ap,
+                        bp,
+                        blk.beta,
+                        p.c.add((ic + ir) * p.ldc + blk.jc + jr),
+                        p.ldc,
+                        K::MR.min(mc - ir),
+                        K::NR.min(blk.nc - jr),
                     )
                 };
-                // LOOP 3: rows of C in blocks of MC.
-                for ic in (0..p.m).step_by(bl.mc) {
-                    let mc = bl.mc.min(p.m - ic);
-                    // SAFETY: the block lies inside A; apack holds mc_max * kc_max >= its panels.
-                    unsafe {
-                        pack_a(
-                            K::MR,
-                            mc,
-                            kc,
-                            p.a.add(ic * p.rsa + pc * p.csa),
-                            p.rsa,
-                            p.csa,
-                            apack,
-                        )
-                    };
-                    // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
-                    for ir in (0..mc).step_by(K::MR) {
-                        let ap = apack[ir * kc..].as_ptr();
-                        // LOOP 1: the B micro-panels of the packed block.
-                        for jr in (0..nc).step_by(K::NR) {
-                            let bp = bpack[jr * kc..].as_ptr();
-                            // SAFETY: the panels hold kc * MR and kc * NR values; the tile at
-                            // (ic + ir, jc + jr) is inside C, clipped to mr x nr.
-                            unsafe {
-                                K::run(
-                                    kc,
-                                    p.alpha,
-                                    ap,
-                                    bp,
-                                    beta,
-                                    p.c.add((ic + ir) * p.ldc + jc + jr),
-                                    p.ldc,
-                                    K::MR.min(mc - ir),
-                                    K::NR.min(nc - jr),
-                                )
-                            };
-                        }
-                    }
-                }
             }
         }
-    });
+    }
 }

@@ -85,9 +85,9 @@ unsafe fn store<S: Simd>(c: *mut f32, n: usize, acc: S::V, alpha: S::V, beta: f3
     }
 }
 
-/// Columns of C per block of the axpy form: `M x AXPY_COLS` accumulators (16 KiB at M = 8) stay
-/// in L1 while B streams through.
-const AXPY_COLS: usize = 512;
+/// Accumulators of the axpy form: a block of `M x (AXPY_ACC / M)` stays in L1 (16 KiB) while B
+/// streams through, so with fewer rows each pass reads longer contiguous runs of B's rows.
+const AXPY_ACC: usize = 4096;
 /// Rows of B per pass over an accumulator block: each pass reads this many rows of B side by side
 /// (sequential streams the prefetchers follow) and loads and stores the accumulators once.
 const AXPY_ROWS: usize = 8;
@@ -96,22 +96,23 @@ const AXPY_ROWS: usize = 8;
 /// so each element's sum runs over k in order whatever the blocking.
 #[inline(always)]
 pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j1: usize) {
-    let mut buf = [0.0f32; SKINNY_M * AXPY_COLS];
+    let mut buf = [0.0f32; AXPY_ACC];
     let lanes = S::LANES;
-    for jb in (j0..j1).step_by(AXPY_COLS) {
-        let width = AXPY_COLS.min(j1 - jb);
-        buf[..M * AXPY_COLS].fill(0.0);
+    let cols = AXPY_ACC / M / lanes * lanes;
+    for jb in (j0..j1).step_by(cols) {
+        let width = cols.min(j1 - jb);
+        buf[..M * cols].fill(0.0);
         let acc = buf.as_mut_ptr();
         for k0 in (0..p.k).step_by(AXPY_ROWS) {
             let kn = AXPY_ROWS.min(p.k - k0);
             for v in (0..width).step_by(lanes) {
                 let n = lanes.min(width - v);
                 // SAFETY: rows k0..k0 + kn < k and columns jb + v..jb + v + n < n of B; rows < M
-                // of A; the accumulators lie in `buf` (M x AXPY_COLS).
+                // of A; the accumulators lie in `buf` (M x cols).
                 unsafe {
                     let mut r = [S::zero(); M];
                     for (i, ri) in r.iter_mut().enumerate() {
-                        *ri = S::load(acc.add(i * AXPY_COLS + v));
+                        *ri = S::load(acc.add(i * cols + v));
                     }
                     for kk in k0..k0 + kn {
                         let bp = p.b.add(kk * p.rsb + jb + v);
@@ -125,7 +126,7 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
                         }
                     }
                     for (i, ri) in r.iter().enumerate() {
-                        S::store_part(acc.add(i * AXPY_COLS + v), lanes, *ri);
+                        S::store_part(acc.add(i * cols + v), lanes, *ri);
                     }
                 }
             }
@@ -137,7 +138,7 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
                 let n = lanes.min(width - v);
                 // SAFETY: row i < m, columns jb + v..jb + v + n < n of C; accumulators in buf.
                 unsafe {
-                    let r = S::load(acc.add(i * AXPY_COLS + v));
+                    let r = S::load(acc.add(i * cols + v));
                     store::<S>(p.c.add(i * p.ldc + jb + v), n, r, alpha, p.beta);
                 }
             }

@@ -13,15 +13,22 @@ Families:
          with `--features peers`) and PyTorch (with --torch)
   rows   row kernels (norms, activations, softmax, cross-entropy, AdamW), forward and backward,
          against copy bandwidth and PyTorch (with --torch)
+  qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
+         and PyTorch's dynamically quantized Linear (with --torch)
 
 Options:
   --threads N     threads to use (default: all cores)
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
-  --seconds S     time budget per shape (default 1.5)";
+  --seconds S     time budget per shape (default 1.5)
+  --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
 pub fn main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(args, &["threads", "torch", "seconds"], &["json", "help"])?;
+    let f = Flags::parse(
+        args,
+        &["threads", "torch", "seconds", "only"],
+        &["json", "help"],
+    )?;
     if f.has("help") || f.positional.is_empty() {
         println!("{HELP}");
         return Ok(());
@@ -49,11 +56,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     };
     out.roofline(threads);
     match family {
-        "gemm" => pool.install(|| gemm(threads, budget, &mut out))?,
+        "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
+        "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
         other => {
             return Err(format!(
-                "unknown bench family `{other}` (known: gemm, rows)"
+                "unknown bench family `{other}` (known: gemm, rows, qgemm)"
             ));
         }
     }
@@ -112,23 +120,31 @@ impl Output {
             "gops" => "GOP/s",
             u => u,
         };
+        let share = if peak.is_finite() {
+            format!("{:>5.0}%", 100.0 * r.value / peak)
+        } else {
+            "     -".to_string()
+        };
         println!(
-            "{:<28} {:>16} {:>7} {:>8.1} {:<7} {:>5.0}%",
-            r.name,
-            r.shape,
-            r.threads,
-            r.value,
-            unit,
-            100.0 * r.value / peak
+            "{:<28} {:>16} {:>7} {:>8.1} {:<7} {share}",
+            r.name, r.shape, r.threads, r.value, unit
         );
     }
 }
 
-fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+fn gemm(
+    threads: usize,
+    budget: Duration,
+    only: Option<&str>,
+    out: &mut Output,
+) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     #[cfg(feature = "peers")]
     peers::init(threads);
     for s in GEMM_SHAPES {
+        if only.is_some_and(|o| !s.label().contains(o)) {
+            continue;
+        }
         let (a, b, c) = bench::gemm::operands(s);
         let mut outs = vec![c; 3];
         let mut it = outs.iter_mut();
@@ -159,6 +175,30 @@ fn gemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
                 shape: s.label(),
                 threads,
                 unit: "gflops",
+                value: s.flops() / t / 1e9,
+                seconds: t,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+    let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
+    for s in bench::QGEMM_SHAPES {
+        let mut runs = bench::qgemm_runs(kern, *s)?;
+        let mut fns: Vec<&mut dyn FnMut()> = runs
+            .iter_mut()
+            .map(|r| r.run.as_mut() as &mut dyn FnMut())
+            .collect();
+        let secs = bench::interleaved(&mut fns, budget, 5);
+        for (r, t) in runs.iter().zip(secs) {
+            let f32_path = r.name.contains("sgemm");
+            out.record(&Record {
+                name: r.name.clone(),
+                shape: s.label(),
+                threads,
+                unit: if f32_path { "gflops" } else { "gops" },
                 value: s.flops() / t / 1e9,
                 seconds: t,
             });

@@ -11,7 +11,7 @@ Usage: anvil <COMMAND> [OPTIONS]
 
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
-                 (families: gemm, rows)
+                 (families: gemm, rows, qgemm)
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";

@@ -1,0 +1,64 @@
+//! The `qgemm` bench family: int8 GEMM (activations quantized per row on the fly, weights per
+//! output channel) on each integer path, beside our f32 GEMM on the same Linear shape.
+
+use super::gemm::{GemmShape, gemm_ours, operands};
+use anvil_kernels::Kernels;
+use anvil_kernels::qgemm::{QPath, QWeights};
+
+/// The Linear shapes of the int8 issue: a prefill block and the decode GEMV. `y (m, n) = x (m, k)
+/// W^T` with W stored (n, k).
+pub const QGEMM_SHAPES: &[GemmShape] = &[
+    GemmShape {
+        m: 256,
+        k: 768,
+        n: 3072,
+        bt: true,
+    },
+    GemmShape {
+        m: 1,
+        k: 768,
+        n: 3072,
+        bt: true,
+    },
+];
+
+/// One contender on one shape: its name and a closure owning its buffers.
+pub struct QRun {
+    pub name: String,
+    pub run: Box<dyn FnMut() + Send>,
+}
+
+/// The contenders on `s`: every vector integer path this tier may run, then f32 GEMM.
+///
+/// # Errors
+/// A kernel error while preparing the weights (a bug for these fixed shapes, reported as text).
+pub fn qgemm_runs(kern: Kernels, s: GemmShape) -> Result<Vec<QRun>, String> {
+    let (x, w, y) = operands(&s);
+    let qw = QWeights::per_channel(&kern, &w, s.n, s.k).map_err(|e| e.to_string())?;
+    let qw = std::sync::Arc::new(qw);
+    let mut runs = Vec::new();
+    let paths = QPath::available(kern);
+    // The scalar path is the reference, hundreds of times slower: only measured when it is all
+    // this tier has.
+    let fast: Vec<QPath> = paths
+        .iter()
+        .copied()
+        .filter(|&p| p != QPath::Scalar)
+        .collect();
+    for path in if fast.is_empty() { paths } else { fast } {
+        let (x, qw, mut y) = (x.clone(), qw.clone(), y.clone());
+        runs.push(QRun {
+            name: format!("anvil/qgemm_{path:?}").to_lowercase(),
+            run: Box::new(move || {
+                kern.qgemm_i8_on(path, &x, s.m, &qw, &mut y)
+                    .expect("qgemm bench shapes");
+            }),
+        });
+    }
+    let mut y32 = y;
+    runs.push(QRun {
+        name: format!("anvil/sgemm_nt_{}", kern.isa()),
+        run: Box::new(move || gemm_ours(kern, s, &x, &w, &mut y32)()),
+    });
+    Ok(runs)
+}
