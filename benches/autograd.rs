@@ -4,7 +4,8 @@
 //! The difference between `tape/fwd+bwd` and `raw/fwd+bwd` is the tape's overhead: recording,
 //! the pool, zeroing gradient buffers, copying the input on. FLOPs counted: 2 GEMMs forward and
 //! 3 backward (`dW2`, `dh`, `dW1`; `x` needs no gradient), `2 * 256 * 768 * 3072` each.
-//! Runs on the global rayon pool; set RAYON_NUM_THREADS to pin the thread count.
+//! `autograd_tape_overhead` measures the bookkeeping per op on values too small for the
+//! arithmetic to matter. Runs on the global rayon pool; set RAYON_NUM_THREADS to pin it.
 
 use anvil::autograd::{Gelu, Graph, ParamId};
 use anvil::kernels::{Kernels, MatMut, MatRef};
@@ -170,6 +171,30 @@ fn bench(c: &mut Criterion) {
     });
     grp.finish();
     gemms(c, k, &r);
+    per_op(c, k);
+}
+
+/// Bookkeeping cost per op: a chain of 100 `mul`s on 8-element values, forward and backward,
+/// where the arithmetic is negligible (reported per op via the element count = ops).
+fn per_op(c: &mut Criterion, k: Kernels) {
+    const OPS: usize = 100;
+    let mut grp = c.benchmark_group("autograd_tape_overhead");
+    grp.throughput(Throughput::Elements(OPS as u64));
+    let mut g = Graph::with_kernels(k);
+    let p = g.add_param("p", &tensor(data(8, 6), &[8]), true);
+    let x = tensor(data(8, 7), &[8]);
+    grp.bench_function("mul chain fwd+bwd, per op", |b| {
+        b.iter(|| {
+            let mut v = g.input(&x, false);
+            let pv = g.param(p).unwrap();
+            for _ in 0..OPS - 1 {
+                v = g.mul(v, pv).unwrap();
+            }
+            let loss = g.sum(v).unwrap();
+            black_box(g.backward(loss).unwrap());
+        })
+    });
+    grp.finish();
 }
 
 /// The five GEMMs of the step one by one, to show where the time goes.
