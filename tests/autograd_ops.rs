@@ -224,3 +224,115 @@ fn gelu_silu_swiglu() {
     check("swiglu", &x, |g, v| g.swiglu(v[0], v[1]));
     check("swiglu x x", &x[..1], |g, v| g.swiglu(v[0], v[0]));
 }
+
+/// Forward values against naive f64 references: finite differences only prove the backward
+/// matches the forward, so a consistently wrong forward (a missing transpose, a misplaced bias)
+/// is caught here instead. Tolerance: f32 sums of at most 8 O(1) products.
+const FWD_TOL: f64 = 1e-5;
+
+fn close(name: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = (f64::from(g) - w).abs() <= FWD_TOL * (1.0 + w.abs());
+        assert!(ok, "{name}: element {i}: {g} vs {w}");
+    }
+}
+
+fn f64s(t: &anvil::tensor::Tensor) -> Vec<f64> {
+    t.as_slice().iter().map(|&v| f64::from(v)).collect()
+}
+
+#[test]
+fn forward_values_match_f64_references() {
+    let mut g = anvil::autograd::Graph::new().unwrap();
+    let (xt, wt, bt) = (
+        tensor(&[2, 3, 5], 40),
+        tensor(&[4, 5], 41),
+        tensor(&[4], 42),
+    );
+    let (x, w, b) = (f64s(&xt), f64s(&wt), f64s(&bt));
+    let (xv, wv, bv) = (
+        g.input(&xt, false),
+        g.input(&wt, false),
+        g.input(&bt, false),
+    );
+    // linear: y[r, o] = sum_i x[r, i] w[o, i] + b[o].
+    let y = g.linear(xv, wv, Some(bv)).unwrap();
+    let want: Vec<f64> = (0..6 * 4)
+        .map(|j| {
+            (0..5)
+                .map(|i| x[j / 4 * 5 + i] * w[j % 4 * 5 + i])
+                .sum::<f64>()
+                + b[j % 4]
+        })
+        .collect();
+    assert_eq!(g.shape(y).unwrap(), &[2, 3, 4]);
+    close("linear", g.value(y).unwrap(), &want);
+    // Batched matmul: (2, 3, 5) x (2, 5, 3).
+    let mt = tensor(&[2, 5, 3], 43);
+    let m = f64s(&mt);
+    let mv = g.input(&mt, false);
+    let y = g.matmul(xv, mv).unwrap();
+    let want: Vec<f64> = (0..2 * 3 * 3)
+        .map(|j| {
+            let (bi, r, c) = (j / 9, j / 3 % 3, j % 3);
+            (0..5)
+                .map(|i| x[bi * 15 + r * 5 + i] * m[bi * 15 + i * 3 + c])
+                .sum()
+        })
+        .collect();
+    close("matmul batched", g.value(y).unwrap(), &want);
+    // transpose: y[b, c, r] = x[b, r, c].
+    let y = g.transpose(xv).unwrap();
+    let want: Vec<f64> = (0..30)
+        .map(|j| x[j / 15 * 15 + j % 3 * 5 + j / 3 % 5])
+        .collect();
+    close("transpose", g.value(y).unwrap(), &want);
+    // narrow axis 2 columns 1..4, then concat with the rest along axis 2 rebuilds x.
+    let mid = g.narrow(xv, 2, 1, 3).unwrap();
+    let (lo, hi) = (
+        g.narrow(xv, 2, 0, 1).unwrap(),
+        g.narrow(xv, 2, 4, 1).unwrap(),
+    );
+    let back = g.concat(&[lo, mid, hi], 2).unwrap();
+    close("narrow + concat", g.value(back).unwrap(), &x);
+    // embedding and add_bias.
+    let e = g.embedding(wv, &[3, 0, 3], &[3]).unwrap();
+    let want: Vec<f64> = [3, 0, 3]
+        .iter()
+        .flat_map(|&r| w[r * 5..r * 5 + 5].to_vec())
+        .collect();
+    close("embedding", g.value(e).unwrap(), &want);
+    let ct = tensor(&[5], 44);
+    let (cb, cv) = (f64s(&ct), g.input(&ct, false));
+    let y = g.add_bias(xv, cv).unwrap();
+    let want: Vec<f64> = (0..30).map(|j| x[j] + cb[j % 5]).collect();
+    close("add_bias", g.value(y).unwrap(), &want);
+    // cross-entropy: mean over counted rows of lse - x[t].
+    let logits = g.reshape(xv, &[6, 5]).unwrap();
+    let targets = [1u32, 4, IGNORE_INDEX, 0, 2, 2];
+    let l = g.cross_entropy(logits, &targets, IGNORE_INDEX).unwrap();
+    let mut sum = 0.0;
+    for (r, &t) in targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t != IGNORE_INDEX)
+    {
+        let row = &x[r * 5..r * 5 + 5];
+        let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+        sum += lse - row[t as usize];
+    }
+    close("cross_entropy", g.value(l).unwrap(), &[sum / 5.0]);
+    // Causal softmax over (2, 3, 5) blocks of 3 query rows, square mask: row q keeps 0..=q.
+    let y = g.softmax_causal(xv, CausalMask::causal(3)).unwrap();
+    let mut want = vec![0.0; 30];
+    for r in 0..6 {
+        let kept = r % 3 + 1;
+        let row = &x[r * 5..r * 5 + kept];
+        let z: f64 = row.iter().map(|v| v.exp()).sum();
+        for c in 0..kept {
+            want[r * 5 + c] = row[c].exp() / z;
+        }
+    }
+    close("softmax causal", g.value(y).unwrap(), &want);
+}
