@@ -1,5 +1,6 @@
 //! Anvil: a CPU tensor engine. The kernels crate is re-exported as [`kernels`].
 
+pub mod autograd;
 pub mod bench;
 pub mod io;
 pub mod tensor;

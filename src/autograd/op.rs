@@ -1,0 +1,175 @@
+//! The op enum (inputs plus what each backward needs) and the backward dispatch: one line per
+//! op, no math here; each rule lives beside its forward in `ops/<family>.rs`.
+
+use super::ops::{
+    cross_entropy, dropout, elementwise, embedding, gelu, layernorm, matmul, reduce, rmsnorm,
+    shape, silu, softmax,
+};
+use super::pool::Pool;
+use super::{Grads, Vals, Var};
+use crate::kernels::Kernels;
+use crate::kernels::gelu::Gelu;
+use crate::tensor::Result;
+
+/// A recorded op. Shapes are read from the input nodes at backward time.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// An input, a parameter, or a value computed without recording.
+    Leaf,
+    MatMul {
+        a: Var,
+        b: Var,
+    },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+    },
+    Add {
+        a: Var,
+        b: Var,
+    },
+    Mul {
+        a: Var,
+        b: Var,
+    },
+    Scale {
+        x: Var,
+        s: f32,
+    },
+    AddBias {
+        x: Var,
+        b: Var,
+    },
+    Embedding {
+        table: Var,
+        ids: Vec<u32>,
+    },
+    LayerNorm(layernorm::Saved),
+    RmsNorm(rmsnorm::Saved),
+    Sum {
+        x: Var,
+    },
+    Mean {
+        x: Var,
+    },
+    Reshape {
+        x: Var,
+    },
+    Narrow {
+        x: Var,
+        axis: usize,
+        start: usize,
+    },
+    Concat {
+        parts: Vec<Var>,
+        axis: usize,
+    },
+    Transpose {
+        x: Var,
+    },
+    Dropout {
+        x: Var,
+        mask: Vec<f32>,
+    },
+    Softmax {
+        x: Var,
+    },
+    CrossEntropy(cross_entropy::Saved),
+    Gelu {
+        x: Var,
+        kind: Gelu,
+    },
+    Silu {
+        x: Var,
+    },
+    SwiGlu {
+        gate: Var,
+        up: Var,
+    },
+}
+
+impl Op {
+    /// The inputs, for deciding whether the result needs a gradient.
+    pub(crate) fn inputs(&self) -> Vec<Var> {
+        match self {
+            Op::Leaf => vec![],
+            Op::MatMul { a, b } | Op::Add { a, b } | Op::Mul { a, b } => vec![*a, *b],
+            Op::Linear { x, w, b } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
+            Op::AddBias { x, b } => vec![*x, *b],
+            Op::Embedding { table, .. } => vec![*table],
+            Op::LayerNorm(s) => vec![s.x, s.w, s.b],
+            Op::RmsNorm(s) => vec![s.x, s.w],
+            Op::Scale { x, .. }
+            | Op::Sum { x }
+            | Op::Mean { x }
+            | Op::Reshape { x }
+            | Op::Narrow { x, .. }
+            | Op::Transpose { x }
+            | Op::Dropout { x, .. }
+            | Op::Softmax { x }
+            | Op::Gelu { x, .. }
+            | Op::Silu { x } => vec![*x],
+            Op::CrossEntropy(s) => vec![s.logits],
+            Op::SwiGlu { gate, up } => vec![*gate, *up],
+            Op::Concat { parts, .. } => parts.clone(),
+        }
+    }
+
+    /// Returns saved f32 buffers to the pool.
+    pub(crate) fn recycle(self, pool: &mut Pool) {
+        match self {
+            Op::LayerNorm(s) => {
+                pool.give(s.mean);
+                pool.give(s.rstd);
+            }
+            Op::RmsNorm(s) => pool.give(s.rstd),
+            Op::Dropout { mask, .. } => pool.give(mask),
+            Op::CrossEntropy(s) => pool.give(s.lse),
+            _ => {}
+        }
+    }
+}
+
+/// What every backward rule receives: the kernels, all values (read-only) and the gradient slots.
+pub(crate) struct Ctx<'a, 'v, 'g> {
+    pub(crate) k: Kernels,
+    pub(crate) v: &'a Vals<'v>,
+    pub(crate) g: &'a mut Grads<'g>,
+}
+
+/// Runs the backward of `op`, whose output `out` has gradient `dy`, adding into its inputs'.
+pub(crate) fn backward(
+    op: &Op,
+    k: Kernels,
+    v: &Vals,
+    g: &mut Grads,
+    out: Var,
+    dy: &[f32],
+) -> Result<()> {
+    let c = &mut Ctx { k, v, g };
+    match op {
+        Op::Leaf => Ok(()),
+        Op::MatMul { a, b } => matmul::matmul_backward(c, *a, *b, dy),
+        Op::Linear { x, w, b } => matmul::linear_backward(c, *x, *w, *b, dy),
+        Op::Add { a, b } => elementwise::add_backward(c, *a, *b, dy),
+        Op::Mul { a, b } => elementwise::mul_backward(c, *a, *b, dy),
+        Op::Scale { x, s } => elementwise::scale_backward(c, *x, *s, dy),
+        Op::AddBias { x, b } => elementwise::add_bias_backward(c, *x, *b, dy),
+        Op::Embedding { table, ids } => embedding::backward(c, *table, ids, dy),
+        Op::LayerNorm(s) => layernorm::backward(c, s, dy),
+        Op::RmsNorm(s) => rmsnorm::backward(c, s, dy),
+        Op::Sum { x } => reduce::sum_backward(c, *x, dy),
+        Op::Mean { x } => reduce::mean_backward(c, *x, dy),
+        Op::Reshape { x } => shape::reshape_backward(c, *x, dy),
+        Op::Narrow { x, axis, start } => shape::narrow_backward(c, *x, *axis, *start, out, dy),
+        Op::Concat { parts, axis } => shape::concat_backward(c, parts, *axis, dy),
+        Op::Transpose { x } => shape::transpose_backward(c, *x, dy),
+        Op::Dropout { x, mask } => dropout::backward(c, *x, mask, dy),
+        Op::Softmax { x } => softmax::backward(c, *x, out, dy),
+        Op::CrossEntropy(s) => cross_entropy::backward(c, s, dy),
+        Op::Gelu { x, kind } => gelu::backward(c, *x, *kind, dy),
+        Op::Silu { x } => silu::silu_backward(c, *x, dy),
+        Op::SwiGlu { gate, up } => silu::swiglu_backward(c, *gate, *up, dy),
+    }
+}

@@ -1,0 +1,30 @@
+//! GELU (tanh approximation or exact erf), element-wise, on the `gelu_fwd/bwd` kernels.
+
+use crate::autograd::op::{Ctx, Op};
+use crate::autograd::{Graph, Var};
+use crate::kernels::gelu::Gelu;
+use crate::tensor::Result;
+
+impl Graph {
+    /// `x * Phi(x)` (or its tanh approximation). `// x: (...) -> (...)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when the handle is stale.
+    pub fn gelu(&mut self, x: Var, kind: Gelu) -> Result<Var> {
+        let shape = self.shape(x)?.to_vec();
+        let n = shape.iter().product();
+        let mut y = self.pool().take(n);
+        let xv = self.arg("gelu", x)?.0;
+        self.kernels().gelu_fwd(kind, xv, &mut y, n)?;
+        Ok(self.push(y, shape, Op::Gelu { x, kind }))
+    }
+}
+
+/// `dx += dy * gelu'(x)`.
+pub(crate) fn backward(c: &mut Ctx, x: Var, kind: Gelu, dy: &[f32]) -> Result<()> {
+    if let Some(g) = c.g.slot(x) {
+        let n = g.len();
+        c.k.gelu_bwd(kind, c.v.get(x), dy, g, n)?;
+    }
+    Ok(())
+}

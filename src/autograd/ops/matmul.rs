@@ -1,0 +1,206 @@
+//! Matrix products on the GEMM kernel: `matmul` (batched over leading dims) and `linear`
+//! (`y = x W^T + b`, `W` stored `(OUT, IN)` as Hugging Face does).
+//!
+//! Transposes are `MatRef::t` views, never copies: forward `x W^T`, backward `dx += dy W` and
+//! `dW += dy^T x` all read their operands in place; backward GEMMs use `beta = 1` to add.
+
+use super::{add_col_sums, rows_cols};
+use crate::autograd::op::{Ctx, Op};
+use crate::autograd::{Graph, Var, shape_err};
+use crate::kernels::{Kernels, MatMut, MatRef};
+use crate::tensor::Result;
+
+/// One matmul's problem: `batch` products of `(m, k) x (k, n)`; `b_batched` when each has its
+/// own `b` (else all share one).
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    b_batched: bool,
+}
+
+/// `a: (..., M, K)` with `b: (K, N)` (leading dims of `a` flattened into `M`), or `b: (..., K, N)`
+/// with the same leading dims as `a` (one product per leading index, e.g. attention heads).
+fn dims(a: &[usize], b: &[usize]) -> Result<Dims> {
+    let bad = || shape_err("matmul", format!("cannot multiply {a:?} by {b:?}"));
+    if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
+        return Err(bad());
+    }
+    let (k, n) = (b[b.len() - 2], b[b.len() - 1]);
+    if b.len() == 2 {
+        let m = a[..a.len() - 1].iter().product();
+        return Ok(Dims {
+            batch: 1,
+            m,
+            k,
+            n,
+            b_batched: false,
+        });
+    }
+    if a.len() != b.len() || a[..a.len() - 2] != b[..b.len() - 2] {
+        return Err(bad());
+    }
+    let batch = a[..a.len() - 2].iter().product();
+    Ok(Dims {
+        batch,
+        m: a[a.len() - 2],
+        k,
+        n,
+        b_batched: true,
+    })
+}
+
+/// `c[i] = alpha * a[i] * b[i] + beta * c[i]` for `batch` problems; `s*` are the batch strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    kern: Kernels,
+    batch: usize,
+    a: MatRef,
+    sa: usize,
+    b: MatRef,
+    sb: usize,
+    beta: f32,
+    c: MatMut,
+    sc: usize,
+) -> Result<()> {
+    if batch == 1 {
+        kern.sgemm(1.0, a, b, beta, c)?;
+    } else {
+        kern.sgemm_batched(batch, 1.0, a, sa, b, sb, beta, c, sc)?;
+    }
+    Ok(())
+}
+
+impl Graph {
+    /// Matrix product. `// a: (..., M, K), b: (K, N) -> (..., M, N)`, or
+    /// `// a: (..., M, K), b: (..., K, N) -> (..., M, N)` with equal leading dims (batched).
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when the shapes do not chain or a handle is stale.
+    pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
+        let (ash, bsh) = (self.shape(a)?.to_vec(), self.shape(b)?.to_vec());
+        let d = dims(&ash, &bsh)?;
+        let mut shape = ash[..ash.len() - 1].to_vec();
+        shape.push(d.n);
+        let mut y = self.pool().take(d.batch * d.m * d.n);
+        let (av, bv) = (self.arg("matmul", a)?.0, self.arg("matmul", b)?.0);
+        let sb = if d.b_batched { d.k * d.n } else { 0 };
+        let (am, bm) = (
+            MatRef::new(av, d.m, d.k, d.k),
+            MatRef::new(bv, d.k, d.n, d.n),
+        );
+        let cm = MatMut::new(&mut y, d.m, d.n, d.n);
+        gemm(
+            self.kernels(),
+            d.batch,
+            am,
+            d.m * d.k,
+            bm,
+            sb,
+            0.0,
+            cm,
+            d.m * d.n,
+        )?;
+        Ok(self.push(y, shape, Op::MatMul { a, b }))
+    }
+
+    /// Affine map `y = x W^T + b`. `// x: (..., IN), w: (OUT, IN), b: (OUT) -> (..., OUT)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when `w` is not `(OUT, IN)`, `b` not `(OUT)`, or a handle
+    /// is stale.
+    pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+        const OP: &str = "linear";
+        let (xs, ws) = (self.shape(x)?.to_vec(), self.shape(w)?.to_vec());
+        let (rows, inp) = rows_cols(OP, &xs)?;
+        if ws.len() != 2 || ws[1] != inp {
+            return Err(shape_err(
+                OP,
+                format!("x {xs:?} needs w (OUT, {inp}), got {ws:?}"),
+            ));
+        }
+        let out = ws[0];
+        let mut y = self.pool().take(rows * out);
+        let beta = match b {
+            Some(b) => {
+                let bv = self.arg(OP, b)?.0;
+                if self.shape(b)? != [out] {
+                    let bs = self.shape(b)?;
+                    return Err(shape_err(
+                        OP,
+                        format!("w {ws:?} needs b [{out}], got {bs:?}"),
+                    ));
+                }
+                y.chunks_exact_mut(out.max(1))
+                    .for_each(|r| r.copy_from_slice(bv));
+                1.0
+            }
+            None => 0.0,
+        };
+        let (xv, wv) = (self.arg(OP, x)?.0, self.arg(OP, w)?.0);
+        let xm = MatRef::new(xv, rows, inp, inp);
+        let wt = MatRef::new(wv, out, inp, inp).t();
+        self.kernels()
+            .sgemm(1.0, xm, wt, beta, MatMut::new(&mut y, rows, out, out))?;
+        let mut shape = xs;
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok(self.push(y, shape, Op::Linear { x, w, b }))
+    }
+}
+
+/// `da += dy b^T`, `db += a^T dy` (per batch).
+pub(crate) fn matmul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result<()> {
+    let d = dims(c.v.shape(a), c.v.shape(b))?;
+    let (sa, sb, sy) = (
+        d.m * d.k,
+        if d.b_batched { d.k * d.n } else { 0 },
+        d.m * d.n,
+    );
+    let dym = MatRef::new(dy, d.m, d.n, d.n);
+    if let Some(ga) = c.g.slot(a) {
+        let bt = MatRef::new(c.v.get(b), d.k, d.n, d.n).t();
+        let gm = MatMut::new(ga, d.m, d.k, d.k);
+        gemm(c.k, d.batch, dym, sy, bt, sb, 1.0, gm, sa)?;
+    }
+    if d.b_batched {
+        if let Some(gb) = c.g.slot(b) {
+            let at = MatRef::new(c.v.get(a), d.m, d.k, d.k).t();
+            let gm = MatMut::new(gb, d.k, d.n, d.n);
+            gemm(c.k, d.batch, at, sa, dym, sy, 1.0, gm, sb)?;
+        }
+    } else if let Some(gb) = c.g.slot(b) {
+        // Shared b: the batch was flattened into m, so this is one GEMM over all rows.
+        let at = MatRef::new(c.v.get(a), d.m, d.k, d.k).t();
+        c.k.sgemm(1.0, at, dym, 1.0, MatMut::new(gb, d.k, d.n, d.n))?;
+    }
+    Ok(())
+}
+
+/// `dx += dy W`, `dW += dy^T x`, `db += sum_rows(dy)`.
+pub(crate) fn linear_backward(
+    c: &mut Ctx,
+    x: Var,
+    w: Var,
+    b: Option<Var>,
+    dy: &[f32],
+) -> Result<()> {
+    let (rows, inp) = rows_cols("linear", c.v.shape(x))?;
+    let out = c.v.shape(w)[0];
+    let dym = MatRef::new(dy, rows, out, out);
+    if let Some(gx) = c.g.slot(x) {
+        let wm = MatRef::new(c.v.get(w), out, inp, inp);
+        c.k.sgemm(1.0, dym, wm, 1.0, MatMut::new(gx, rows, inp, inp))?;
+    }
+    if let Some(gw) = c.g.slot(w) {
+        let xm = MatRef::new(c.v.get(x), rows, inp, inp);
+        c.k.sgemm(1.0, dym.t(), xm, 1.0, MatMut::new(gw, out, inp, inp))?;
+    }
+    if let Some(gb) = b.and_then(|b| c.g.slot(b)) {
+        add_col_sums(gb, dy, out);
+    }
+    Ok(())
+}

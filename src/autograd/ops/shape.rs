@@ -1,0 +1,223 @@
+//! Shape ops: reshape, narrow / split / concat along any axis, and transpose of the last two
+//! axes. Values are copied into fresh buffers (the tape owns one buffer per node).
+
+use super::{add_into, around};
+use crate::autograd::op::{Ctx, Op};
+use crate::autograd::{Graph, Var, shape_err};
+use crate::tensor::Result;
+
+impl Graph {
+    /// The same values under `shape`. `// x: (...) -> shape`, equal element counts.
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when the element counts differ or the handle is stale.
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let n = crate::tensor::numel("reshape", shape)?;
+        let xs = self.shape(x)?;
+        if xs.iter().product::<usize>() != n {
+            return Err(shape_err(
+                "reshape",
+                format!("cannot reshape {xs:?} into {shape:?}"),
+            ));
+        }
+        let n = self.arg("reshape", x)?.0.len();
+        let mut y = self.pool().take(n);
+        y.copy_from_slice(self.arg("reshape", x)?.0);
+        Ok(self.push(y, shape.to_vec(), Op::Reshape { x }))
+    }
+
+    /// Indices `start..start + len` of `axis`. `// x: (..., D, ...) -> (..., len, ...)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when `axis` or the range is out of bounds or the handle is
+    /// stale.
+    pub fn narrow(&mut self, x: Var, axis: usize, start: usize, len: usize) -> Result<Var> {
+        const OP: &str = "narrow";
+        let xs = self.shape(x)?.to_vec();
+        let (outer, dim, inner) = around(OP, &xs, axis)?;
+        if start.checked_add(len).is_none_or(|e| e > dim) {
+            let end = start.saturating_add(len);
+            return Err(shape_err(
+                OP,
+                format!("{start}..{end} of axis {axis} in {xs:?}"),
+            ));
+        }
+        let mut y = self.pool().take(outer * len * inner);
+        let xv = self.arg(OP, x)?.0;
+        for o in 0..outer {
+            let src = &xv[(o * dim + start) * inner..][..len * inner];
+            y[o * len * inner..][..len * inner].copy_from_slice(src);
+        }
+        let mut shape = xs;
+        shape[axis] = len;
+        Ok(self.push(y, shape, Op::Narrow { x, axis, start }))
+    }
+
+    /// Consecutive pieces of `axis` with the given sizes (which must sum to its length).
+    ///
+    /// # Errors
+    /// As [`Graph::narrow`], and when the sizes do not sum to the axis length.
+    pub fn split(&mut self, x: Var, axis: usize, sizes: &[usize]) -> Result<Vec<Var>> {
+        let xs = self.shape(x)?.to_vec();
+        let (_, dim, _) = around("split", &xs, axis)?;
+        if sizes.iter().sum::<usize>() != dim {
+            return Err(shape_err(
+                "split",
+                format!("sizes {sizes:?} for axis {axis} of {xs:?}"),
+            ));
+        }
+        let mut start = 0;
+        let mut out = Vec::with_capacity(sizes.len());
+        for &s in sizes {
+            out.push(self.narrow(x, axis, start, s)?);
+            start += s;
+        }
+        Ok(out)
+    }
+
+    /// The parts joined along `axis`. `// parts[i]: (..., D_i, ...) -> (..., sum D_i, ...)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when there are no parts, shapes differ off `axis`, or a
+    /// handle is stale.
+    pub fn concat(&mut self, parts: &[Var], axis: usize) -> Result<Var> {
+        const OP: &str = "concat";
+        let Some(&first) = parts.first() else {
+            return Err(shape_err(OP, "no parts to concatenate".into()));
+        };
+        let mut shape = self.shape(first)?.to_vec();
+        let (outer, _, inner) = around(OP, &shape, axis)?;
+        let mut total = 0;
+        for &p in parts {
+            let ps = self.shape(p)?;
+            let same_rank = ps.len() == shape.len();
+            if !same_rank
+                || ps
+                    .iter()
+                    .zip(&shape)
+                    .enumerate()
+                    .any(|(i, (a, b))| i != axis && a != b)
+            {
+                return Err(shape_err(
+                    OP,
+                    format!("part {ps:?} does not fit {shape:?} off axis {axis}"),
+                ));
+            }
+            total += ps[axis];
+        }
+        let mut y = self.pool().take(outer * total * inner);
+        let mut off = 0;
+        for &p in parts {
+            let (pv, ps) = self.arg(OP, p)?;
+            let d = ps[axis];
+            for o in 0..outer {
+                y[(o * total + off) * inner..][..d * inner]
+                    .copy_from_slice(&pv[o * d * inner..][..d * inner]);
+            }
+            off += d;
+        }
+        shape[axis] = total;
+        Ok(self.push(
+            y,
+            shape,
+            Op::Concat {
+                parts: parts.to_vec(),
+                axis,
+            },
+        ))
+    }
+
+    /// Swaps the last two axes. `// x: (..., R, C) -> (..., C, R)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] for fewer than two axes or a stale handle.
+    pub fn transpose(&mut self, x: Var) -> Result<Var> {
+        let xs = self.shape(x)?.to_vec();
+        let r = xs.len();
+        if r < 2 {
+            return Err(shape_err(
+                "transpose",
+                format!("needs two axes, got {xs:?}"),
+            ));
+        }
+        let (rows, cols) = (xs[r - 2], xs[r - 1]);
+        let mut y = self.pool().take(xs.iter().product());
+        transpose_into(self.arg("transpose", x)?.0, &mut y, rows, cols, false);
+        let mut shape = xs;
+        shape.swap(r - 2, r - 1);
+        Ok(self.push(y, shape, Op::Transpose { x }))
+    }
+}
+
+/// `dst[b, j, i] (=|+=) src[b, i, j]`. `// src: (B, rows, cols) -> dst: (B, cols, rows)`
+fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, add: bool) {
+    let m = rows * cols;
+    if m == 0 {
+        return;
+    }
+    for (s, d) in src.chunks_exact(m).zip(dst.chunks_exact_mut(m)) {
+        for i in 0..rows {
+            for j in 0..cols {
+                let v = s[i * cols + j];
+                let o = &mut d[j * rows + i];
+                *o = if add { *o + v } else { v };
+            }
+        }
+    }
+}
+
+/// `dx += dy`.
+pub(crate) fn reshape_backward(c: &mut Ctx, x: Var, dy: &[f32]) -> Result<()> {
+    if let Some(g) = c.g.slot(x) {
+        add_into(g, dy);
+    }
+    Ok(())
+}
+
+/// `dx[.., start..start + len, ..] += dy`.
+pub(crate) fn narrow_backward(
+    c: &mut Ctx,
+    x: Var,
+    axis: usize,
+    start: usize,
+    out: Var,
+    dy: &[f32],
+) -> Result<()> {
+    let (outer, dim, inner) = around("narrow", c.v.shape(x), axis)?;
+    let len = c.v.shape(out)[axis];
+    if let Some(g) = c.g.slot(x) {
+        for o in 0..outer {
+            let dst = &mut g[(o * dim + start) * inner..][..len * inner];
+            add_into(dst, &dy[o * len * inner..][..len * inner]);
+        }
+    }
+    Ok(())
+}
+
+/// Each part gets its slice of `dy` added.
+pub(crate) fn concat_backward(c: &mut Ctx, parts: &[Var], axis: usize, dy: &[f32]) -> Result<()> {
+    let total: usize = parts.iter().map(|&p| c.v.shape(p)[axis]).sum();
+    let mut off = 0;
+    for &p in parts {
+        let (outer, d, inner) = around("concat", c.v.shape(p), axis)?;
+        if let Some(g) = c.g.slot(p) {
+            for o in 0..outer {
+                let src = &dy[(o * total + off) * inner..][..d * inner];
+                add_into(&mut g[o * d * inner..][..d * inner], src);
+            }
+        }
+        off += d;
+    }
+    Ok(())
+}
+
+/// `dx += dy^T` (per leading index).
+pub(crate) fn transpose_backward(c: &mut Ctx, x: Var, dy: &[f32]) -> Result<()> {
+    let xs = c.v.shape(x);
+    let (rows, cols) = (xs[xs.len() - 2], xs[xs.len() - 1]);
+    if let Some(g) = c.g.slot(x) {
+        // dy is (..., cols, rows): transposing it back adds into (..., rows, cols).
+        transpose_into(dy, g, cols, rows, true);
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The tape itself: accumulation, parameters (trainable and frozen), no-grad mode, clearing,
+//! the buffer pool, errors on bad input, and bit-identical results on 1 and 2 threads.
+
+mod gradcheck;
+
+use anvil::autograd::{CausalMask, Gelu, Graph, ParamId, Var};
+use anvil::tensor::{Error, Tensor};
+use gradcheck::tensor;
+
+/// A small MLP block step: `sum(linear2(rmsnorm(linear1(x))))`; returns the loss value.
+fn mlp_step(g: &mut Graph, ps: &[ParamId], x: &Tensor) -> f32 {
+    let x = g.input(x, false);
+    let [w1, b1, nw, w2] = [0, 1, 2, 3].map(|i| g.param(ps[i]).unwrap());
+    let h = g.linear(x, w1, Some(b1)).unwrap();
+    let h = g.rmsnorm(h, nw, 1e-6).unwrap();
+    let y = g.linear(h, w2, None).unwrap();
+    let loss = g.mean(y).unwrap();
+    let l = g.value(loss).unwrap()[0];
+    g.backward(loss).unwrap();
+    l
+}
+
+fn mlp_params(g: &mut Graph, c: usize, ff: usize) -> Vec<ParamId> {
+    vec![
+        g.add_param("w1", &tensor(&[ff, c], 1), true),
+        g.add_param("b1", &tensor(&[ff], 2), true),
+        g.add_param("norm", &tensor(&[ff], 3), true),
+        g.add_param("w2", &tensor(&[c, ff], 4), true),
+    ]
+}
+
+/// A transformer-ish step touching the other kernels: embedding, layernorm, GELU, SwiGLU,
+/// causal softmax, batched matmul, tied-weight logits and cross-entropy; returns the loss.
+fn lm_step(g: &mut Graph, ps: &[ParamId], ids: &[u32], t: usize) -> f32 {
+    let [emb, lw, lb, w_up, w_gate, w_down] = [0, 1, 2, 3, 4, 5].map(|i| g.param(ps[i]).unwrap());
+    let rows = ids.len();
+    let c = g.shape(emb).unwrap()[1];
+    let x = g.embedding(emb, ids, &[rows / t, t]).unwrap();
+    let h = g.layernorm(x, lw, lb, 1e-5).unwrap();
+    // Self-attention scores with q = k = v = h (one head).
+    let ht = g.transpose(h).unwrap();
+    let scores = g.matmul(h, ht).unwrap();
+    let scores = g.scale(scores, 1.0 / (c as f32).sqrt()).unwrap();
+    let att = g.softmax_causal(scores, CausalMask::causal(t)).unwrap();
+    let a = g.matmul(att, h).unwrap();
+    let x = g.add(x, a).unwrap();
+    let up = g.linear(x, w_up, None).unwrap();
+    let gate = g.linear(x, w_gate, None).unwrap();
+    let gate = g.gelu(gate, Gelu::Tanh).unwrap();
+    let f = g.swiglu(gate, up).unwrap();
+    let f = g.linear(f, w_down, None).unwrap();
+    let x = g.add(x, f).unwrap();
+    let logits = g.linear(x, emb, None).unwrap();
+    let targets: Vec<u32> = ids.iter().map(|&i| (i * 7 + 3) % 512).collect();
+    let loss = g.cross_entropy(logits, &targets, u32::MAX).unwrap();
+    let l = g.value(loss).unwrap()[0];
+    g.backward(loss).unwrap();
+    l
+}
+
+fn lm_params(g: &mut Graph, v: usize, c: usize, ff: usize) -> Vec<ParamId> {
+    vec![
+        g.add_param("emb", &tensor(&[v, c], 21), true),
+        g.add_param("ln_w", &tensor(&[c], 22), true),
+        g.add_param("ln_b", &tensor(&[c], 23), true),
+        g.add_param("up", &tensor(&[ff, c], 24), true),
+        g.add_param("gate", &tensor(&[ff, c], 25), true),
+        g.add_param("down", &tensor(&[c, ff], 26), true),
+    ]
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn param_used_twice_sums_and_grads_accumulate_across_steps() {
+    let mut g = Graph::new().unwrap();
+    let p = g.add_param("p", &Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap(), true);
+    // loss = sum(p * p) + sum(p): dp = 2p + 1.
+    let step = |g: &mut Graph| {
+        let (a, b) = (g.param(p).unwrap(), g.param(p).unwrap());
+        let sq = g.mul(a, b).unwrap();
+        let s = g.add(sq, a).unwrap();
+        let loss = g.sum(s).unwrap();
+        g.backward(loss).unwrap();
+    };
+    step(&mut g);
+    assert_eq!(g.param_grad(p).unwrap().unwrap(), &[3.0, -3.0]);
+    step(&mut g);
+    assert_eq!(g.param_grad(p).unwrap().unwrap(), &[6.0, -6.0]);
+    g.zero_grads();
+    assert_eq!(g.param_grad(p).unwrap().unwrap(), &[0.0, 0.0]);
+}
+
+#[test]
+fn param_gradient_equals_input_gradient() {
+    // The same graph with w as a parameter and as a trainable input: identical bits.
+    let (xt, wt, bt) = (tensor(&[6, 5], 30), tensor(&[4, 5], 31), tensor(&[4], 32));
+    let mut g = Graph::new().unwrap();
+    let (wp, bp) = (g.add_param("w", &wt, true), g.add_param("b", &bt, true));
+    let x = g.input(&xt, false);
+    let (w, b) = (g.param(wp).unwrap(), g.param(bp).unwrap());
+    let y = g.linear(x, w, Some(b)).unwrap();
+    let y = g.gelu(y, Gelu::Erf).unwrap();
+    let loss = g.sum(y).unwrap();
+    g.backward(loss).unwrap();
+    let x = g.input(&xt, false);
+    let (w, b) = (g.input(&wt, true), g.input(&bt, true));
+    let y = g.linear(x, w, Some(b)).unwrap();
+    let y = g.gelu(y, Gelu::Erf).unwrap();
+    let loss = g.sum(y).unwrap();
+    let grads = g.backward(loss).unwrap();
+    assert_eq!(
+        bits(g.param_grad(wp).unwrap().unwrap()),
+        bits(grads.get(w).unwrap())
+    );
+    assert_eq!(
+        bits(g.param_grad(bp).unwrap().unwrap()),
+        bits(grads.get(b).unwrap())
+    );
+}
+
+#[test]
+fn frozen_param_gets_no_gradient() {
+    let mut g = Graph::new().unwrap();
+    let w = g.add_param("w", &tensor(&[3, 4], 5), false);
+    let b = g.add_param("b", &tensor(&[3], 6), true);
+    let x = g.input(&tensor(&[2, 4], 7), true);
+    let (wv, bv) = (g.param(w).unwrap(), g.param(b).unwrap());
+    let y = g.linear(x, wv, Some(bv)).unwrap();
+    let loss = g.sum(y).unwrap();
+    let grads = g.backward(loss).unwrap();
+    assert_eq!(g.param_grad(w).unwrap(), None);
+    assert_eq!(g.param_grad(b).unwrap().unwrap(), &[2.0, 2.0, 2.0]);
+    assert!(grads.get(x).is_some(), "the input still gets its gradient");
+    // Unfreezing gives it a gradient on the next step.
+    g.set_requires_grad(w, true).unwrap();
+    let x = g.input(&tensor(&[2, 4], 7), false);
+    let wv = g.param(w).unwrap();
+    let y = g.linear(x, wv, None).unwrap();
+    let loss = g.sum(y).unwrap();
+    g.backward(loss).unwrap();
+    assert!(g.param_grad(w).unwrap().unwrap().iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn all_frozen_records_nothing() {
+    let mut g = Graph::new().unwrap();
+    let w = g.add_param("w", &tensor(&[3, 4], 8), false);
+    let x = g.input(&tensor(&[2, 4], 9), false);
+    let wv = g.param(w).unwrap();
+    let y = g.linear(x, wv, None).unwrap();
+    assert_eq!(g.recorded_ops(), 0);
+    let loss = g.sum(y).unwrap();
+    assert!(g.backward(loss).unwrap().get(x).is_none());
+}
+
+#[test]
+fn no_grad_records_nothing_and_saves_nothing() {
+    let mut g = Graph::new().unwrap();
+    let ps = mlp_params(&mut g, 8, 16);
+    let ln_w = g.add_param("ln_w", &tensor(&[8], 10), true);
+    let ln_b = g.add_param("ln_b", &tensor(&[8], 11), true);
+    let (nodes, recorded, value) = g.no_grad(|g| {
+        let x = g.input(&tensor(&[4, 8], 12), true);
+        let [w1, b1, nw, w2] = [0, 1, 2, 3].map(|i| g.param(ps[i]).unwrap());
+        let (lw, lb) = (g.param(ln_w).unwrap(), g.param(ln_b).unwrap());
+        let x = g.layernorm(x, lw, lb, 1e-5).unwrap();
+        let h = g.linear(x, w1, Some(b1)).unwrap();
+        let h = g.rmsnorm(h, nw, 1e-6).unwrap();
+        let y = g.linear(h, w2, None).unwrap();
+        let loss = g.sum(y).unwrap();
+        let v = g.value(loss).unwrap()[0];
+        let (len, recorded) = (g.len(), g.recorded_ops());
+        // Backward in no-grad mode finds nothing to do.
+        let grads = g.backward(loss).unwrap();
+        assert!(grads.get(x).is_none());
+        (len, recorded, v)
+    });
+    assert!(nodes > 0 && value.is_finite());
+    assert_eq!(recorded, 0);
+    assert!(g.grad_enabled(), "no_grad restores recording");
+    for p in ps {
+        assert!(g.param_grad(p).unwrap().unwrap().iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn no_grad_values_can_be_released_as_they_die() {
+    let mut g = Graph::new().unwrap();
+    let w = g.add_param("w", &tensor(&[16, 16], 19), true);
+    g.set_grad_enabled(false);
+    let wv = g.param(w).unwrap();
+    let mut x = g.input(&tensor(&[8, 16], 20), false);
+    let before = g.pooled_bytes();
+    for _ in 0..4 {
+        let y = g.linear(x, wv, None).unwrap();
+        g.release(x).unwrap();
+        x = y;
+    }
+    // Each dead (8, 16) activation went back to the pool (and was reused by the next layer).
+    assert!(g.pooled_bytes() > before);
+    assert_eq!(g.shape(x).unwrap(), &[8, 16]);
+    let dead = Var::clone(&x);
+    g.release(dead).unwrap();
+    assert!(matches!(
+        g.value(dead),
+        Err(Error::Shape { op: "value", .. })
+    ));
+    assert!(g.release(dead).is_err());
+    g.set_grad_enabled(true);
+    g.clear();
+    // With a recorded op on the tape, nothing may be released.
+    let wv = g.param(w).unwrap();
+    let x = g.input(&tensor(&[8, 16], 20), false);
+    let _y = g.linear(x, wv, None).unwrap();
+    assert!(matches!(
+        g.release(x),
+        Err(Error::Shape { op: "release", .. })
+    ));
+}
+
+#[test]
+fn tape_is_cleared_and_buffers_reused() {
+    let mut g = Graph::new().unwrap();
+    let ps = mlp_params(&mut g, 16, 32);
+    let x = tensor(&[8, 16], 13);
+    mlp_step(&mut g, &ps, &x);
+    assert!(g.is_empty(), "backward clears the tape");
+    let pooled = g.pooled_bytes();
+    assert!(pooled > 0, "buffers went back to the pool");
+    for _ in 0..3 {
+        mlp_step(&mut g, &ps, &x);
+        assert_eq!(
+            g.pooled_bytes(),
+            pooled,
+            "a repeated step allocates nothing new"
+        );
+    }
+}
+
+#[test]
+fn stale_handles_and_pending_tape_are_refused() {
+    let mut g = Graph::new().unwrap();
+    let p = g.add_param("p", &tensor(&[2], 14), true);
+    let x = g.input(&tensor(&[2], 15), true);
+    let pv = g.param(p).unwrap();
+    assert!(
+        g.param_update(p).is_err(),
+        "a recorded tape reads params in place"
+    );
+    let y = g.mul(x, pv).unwrap();
+    let loss = g.sum(y).unwrap();
+    g.backward(loss).unwrap();
+    assert!(matches!(g.value(x), Err(Error::Shape { op: "value", .. })));
+    assert!(g.add(x, x).is_err());
+    let (v, grad) = g.param_update(p).unwrap();
+    v.iter_mut().zip(grad).for_each(|(v, g)| *v -= 0.1 * g);
+}
+
+#[test]
+fn user_errors_name_the_op_and_shapes() {
+    let mut g = Graph::new().unwrap();
+    let a = g.input(&tensor(&[2, 3], 16), true);
+    let b = g.input(&tensor(&[4, 5], 17), true);
+    let op = |r: Result<Var, Error>| match r {
+        Err(Error::Shape { op, detail }) => (op, detail),
+        other => panic!("expected a shape error, got {other:?}"),
+    };
+    let (name, detail) = op(g.matmul(a, b));
+    assert_eq!(name, "matmul");
+    assert!(
+        detail.contains("[2, 3]") && detail.contains("[4, 5]"),
+        "{detail}"
+    );
+    assert_eq!(op(g.add(a, b)).0, "add");
+    assert_eq!(op(g.linear(a, b, None)).0, "linear");
+    assert_eq!(op(g.embedding(b, &[0, 4], &[2])).0, "embedding");
+    assert_eq!(op(g.embedding(b, &[0, 1], &[3])).0, "embedding");
+    assert_eq!(op(g.narrow(a, 1, 2, 2)).0, "narrow");
+    assert_eq!(op(g.narrow(a, 2, 0, 1)).0, "narrow");
+    assert_eq!(op(g.reshape(a, &[5])).0, "reshape");
+    assert_eq!(op(g.reshape(a, &[usize::MAX, 3])).0, "reshape");
+    assert_eq!(op(g.embedding(b, &[0], &[usize::MAX, 2])).0, "embedding");
+    assert_eq!(op(g.concat(&[a, b], 0)).0, "concat");
+    assert_eq!(op(g.concat(&[], 0)).0, "concat");
+    assert_eq!(op(g.layernorm(a, a, a, 1e-5)).0, "layernorm");
+    assert_eq!(op(g.rmsnorm(a, b, 1e-5)).0, "rmsnorm");
+    assert_eq!(op(g.add_bias(a, b)).0, "add_bias");
+    assert_eq!(op(g.swiglu(a, b)).0, "swiglu");
+    assert_eq!(op(g.cross_entropy(a, &[0], u32::MAX)).0, "cross_entropy");
+    assert!(matches!(
+        g.cross_entropy(a, &[0, 3], u32::MAX),
+        Err(Error::Kernel(_))
+    ));
+    let s = g.sum(a).unwrap();
+    assert_eq!(op(g.transpose(s)).0, "transpose");
+    assert_eq!(op(g.softmax(s)).0, "softmax");
+    let mut rng = anvil::autograd::Rng::new(1);
+    assert_eq!(op(g.dropout(a, 1.0, &mut rng)).0, "dropout");
+    assert!(matches!(
+        g.backward(a),
+        Err(Error::Shape { op: "backward", .. })
+    ));
+}
+
+#[test]
+fn bit_identical_on_one_and_two_threads() {
+    // Large enough for the GEMM and the norm kernels to split work over threads.
+    let (c, ff, rows) = (128, 512, 256);
+    let x = tensor(&[rows, c], 18);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let ps = mlp_params(&mut g, c, ff);
+            let loss = mlp_step(&mut g, &ps, &x);
+            let mut out = vec![loss.to_bits()];
+            for p in ps {
+                out.extend(bits(g.param_grad(p).unwrap().unwrap()));
+            }
+            out
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn lm_step_bit_identical_on_one_and_two_threads() {
+    let (v, c, ff, t) = (512, 128, 256, 64);
+    let ids: Vec<u32> = (0..4 * t as u32)
+        .map(|i| (i * 37 + 11) % v as u32)
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let ps = lm_params(&mut g, v, c, ff);
+            let loss = lm_step(&mut g, &ps, &ids, t);
+            assert!(loss.is_finite());
+            let mut out = vec![loss.to_bits()];
+            for p in ps {
+                out.extend(bits(g.param_grad(p).unwrap().unwrap()));
+            }
+            out
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
