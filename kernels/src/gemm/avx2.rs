@@ -34,7 +34,7 @@ pub(crate) fn mask8(n: usize) -> __m256i {
     const IOTA: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
     // SAFETY: IOTA is 8 readable i32s.
     let iota = unsafe { _mm256_loadu_si256(IOTA.as_ptr().cast()) };
-    // Only called from AVX2 code; the comparison is a plain lane-wise n > i.
+    // SAFETY: only called from AVX2 code; the comparison is a plain lane-wise n > i.
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), iota) }
 }
 

@@ -138,10 +138,10 @@ pub(crate) unsafe fn gemm_batched(isa: Isa, p: &Problem, batch: usize, strides: 
     };
     let threads = rayon::current_num_threads();
     if threads > 1 && batch >= threads && batch * p.m * p.n * p.k.max(1) >= PAR_MIN_FMAS {
-        // SAFETY: each batch entry is a valid, disjoint problem (caller's contract).
-        (0..batch)
-            .into_par_iter()
-            .for_each(|i| unsafe { gemm(isa, &at(i), false) });
+        (0..batch).into_par_iter().for_each(|i| {
+            // SAFETY: each batch entry is a valid, disjoint problem (caller's contract).
+            unsafe { gemm(isa, &at(i), false) }
+        });
     } else {
         for i in 0..batch {
             // SAFETY: as above.

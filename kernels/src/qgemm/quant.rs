@@ -113,11 +113,11 @@ impl Leaves {
 
     pub(crate) fn amax(self, x: &[f32]) -> f32 {
         match self.isa {
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: a `Kernels` of this tier exists only on a CPU that has it.
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { x86::amax512(x) },
-            // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             Isa::Avx2 => unsafe { x86::amax256(x) },
             _ => reference::amax(x),
         }
@@ -128,11 +128,11 @@ impl Leaves {
         let n = x.len().min(q.len());
         let (x, q) = (&x[..n], &mut q[..n]);
         match self.isa {
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `amax`; both slices hold `n` elements.
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { x86::quant512(x, inv, q) },
-            // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             Isa::Avx2 => unsafe { x86::quant256(x, inv, q) },
             _ => q
                 .iter_mut()
@@ -146,11 +146,11 @@ impl Leaves {
         let n = x.len().min(q.len());
         let (q, x) = (&q[..n], &mut x[..n]);
         match self.isa {
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `amax`; both slices hold `n` elements.
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { x86::dequant512(q, scale, x) },
-            // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             Isa::Avx2 => unsafe { x86::dequant256(q, scale, x) },
             _ => reference::dequantize_row(q, scale, x),
         }
