@@ -2,6 +2,8 @@
 //! roofline, and one function per kernel family returning records (the library never prints).
 
 pub mod gemm;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod qgemm;
 pub mod rows;
 

@@ -140,7 +140,7 @@ fn gemm(
 ) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     #[cfg(feature = "peers")]
-    peers::init(threads);
+    anvil::bench::peers::init(threads);
     for s in GEMM_SHAPES {
         if only.is_some_and(|o| !s.label().contains(o)) {
             continue;
@@ -159,9 +159,12 @@ fn gemm(
         if let (Some(c2), Some(c3)) = (it.next(), it.next()) {
             runs.push((
                 "gemm-crate".into(),
-                Box::new(peers::gemm_crate(*s, threads, &a, &b, c2)),
+                Box::new(anvil::bench::peers::gemm_crate(*s, threads, &a, &b, c2)),
             ));
-            runs.push(("matrixmultiply".into(), Box::new(peers::mm(*s, &a, &b, c3))));
+            runs.push((
+                "matrixmultiply".into(),
+                Box::new(anvil::bench::peers::mm(*s, &a, &b, c3)),
+            ));
         }
         let mut fns: Vec<&mut dyn FnMut()> = runs
             .iter_mut()
@@ -285,91 +288,4 @@ fn parse_torch_line(line: &str) -> Option<Record> {
         }
     }
     (!r.name.is_empty() && !r.unit.is_empty()).then_some(r)
-}
-
-#[cfg(feature = "peers")]
-mod peers {
-    //! The peer GEMMs, called on the same operands as ours.
-    use anvil::bench::GemmShape;
-
-    pub fn init(threads: usize) {
-        // matrixmultiply reads its thread count from the environment once, at first use.
-        // SAFETY: called before any other thread of this process reads the environment.
-        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
-    }
-
-    pub fn gemm_crate<'a>(
-        s: GemmShape,
-        threads: usize,
-        a: &'a [f32],
-        b: &'a [f32],
-        c: &'a mut [f32],
-    ) -> impl FnMut() + 'a {
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // Column and row strides of op(B) as the crate wants them (dst, lhs, rhs all row-major).
-        let (rbc, rbr) = if s.bt {
-            (s.k as isize, 1)
-        } else {
-            (1, s.n as isize)
-        };
-        move || {
-            // SAFETY: the pointers and strides describe the m x k, k x n and m x n buffers above.
-            unsafe {
-                gemm::gemm(
-                    s.m,
-                    s.n,
-                    s.k,
-                    c.as_mut_ptr(),
-                    1,
-                    s.n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    s.k as isize,
-                    b.as_ptr(),
-                    rbc,
-                    rbr,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
-            }
-        }
-    }
-
-    pub fn mm<'a>(s: GemmShape, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> impl FnMut() + 'a {
-        let (rsb, csb) = if s.bt {
-            (1, s.k as isize)
-        } else {
-            (s.n as isize, 1)
-        };
-        move || {
-            // SAFETY: as above.
-            unsafe {
-                matrixmultiply::sgemm(
-                    s.m,
-                    s.k,
-                    s.n,
-                    1.0,
-                    a.as_ptr(),
-                    s.k as isize,
-                    1,
-                    b.as_ptr(),
-                    rsb,
-                    csb,
-                    0.0,
-                    c.as_mut_ptr(),
-                    s.n as isize,
-                    1,
-                )
-            }
-        }
-    }
 }
