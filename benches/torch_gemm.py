@@ -7,9 +7,9 @@ for allocation; B is (k, n), or (n, k) transposed for the `_nt` rows (a Linear w
 
 import argparse
 import json
-import time
 
 import torch
+from torch_timing import median_seconds
 
 SHAPES = [  # (m, k, n, b transposed)
     (1024, 1024, 1024, False),
@@ -20,19 +20,6 @@ SHAPES = [  # (m, k, n, b transposed)
     (1, 768, 3072, False),
     (1, 768, 3072, True),
 ]
-
-
-def median_seconds(fn, budget):
-    for _ in range(3):
-        fn()
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < 5 or (time.perf_counter() - start < budget and len(samples) < 10000):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    return samples[len(samples) // 2]
 
 
 def main():

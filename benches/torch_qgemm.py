@@ -7,24 +7,11 @@ Not part of the test command.
 
 import argparse
 import json
-import time
 
 import torch
+from torch_timing import median_seconds
 
 SHAPES = [(256, 768, 3072), (1, 768, 3072)]  # (m, k, n): y (m, n) = x (m, k) W^T
-
-
-def median_seconds(fn, budget):
-    for _ in range(3):
-        fn()
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < 5 or (time.perf_counter() - start < budget and len(samples) < 10000):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    return samples[len(samples) // 2]
 
 
 def main():
