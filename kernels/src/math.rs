@@ -490,6 +490,9 @@ pub(crate) mod avx512 {
         )
     }
 
+    /// Rows up to this long (512 KiB) have the next row prefetched into L2 by `max_sum_exp`.
+    const PREFETCH_MAX_LEN: usize = 1 << 17;
+
     /// As [`super::scalar::max_sum_exp`], 16 lanes at a time.
     #[target_feature(enable = "avx512f")]
     pub(crate) fn max_sum_exp(x: &[f32]) -> (f32, f32) {
@@ -518,8 +521,16 @@ pub(crate) mod avx512 {
         }
         let vmax = _mm512_set1_ps(m);
         let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        // Rows are usually followed by the next row in memory: fetch it into L2 while this row's
+        // exps compute, so the next max pass does not wait on memory. A prefetch is a hint that
+        // never faults, so the addresses may lie past the slice.
+        let ahead = if n <= PREFETCH_MAX_LEN { n } else { 0 };
         i = 0;
         while i + 32 <= n {
+            if ahead > 0 {
+                _mm_prefetch::<_MM_HINT_T1>(xp.wrapping_add(i + ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(xp.wrapping_add(i + 16 + ahead) as *const i8);
+            }
             // SAFETY: i + 32 <= n.
             unsafe {
                 s0 = _mm512_add_ps(s0, exp(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), vmax)));
