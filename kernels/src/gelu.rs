@@ -155,7 +155,7 @@ impl Kernels {
 
 mod scalar {
     use super::{C, Gelu, INV_SQRT_2PI, K};
-    use crate::math::scalar::{exp, map, norm_cdf, sigmoid};
+    use crate::math::scalar::{exp, map, norm_cdf, norm_cdf_gauss, sigmoid};
 
     fn value(kind: Gelu, x: f32) -> f32 {
         let p = match kind {
@@ -173,7 +173,10 @@ mod scalar {
                 let (s, om) = sigmoid(x * (2.0 * K + (2.0 * K * C) * x2));
                 (s, s * om, 2.0 * K + (6.0 * K * C) * x2)
             }
-            Gelu::Erf => (norm_cdf(x), exp(-0.5 * x2), INV_SQRT_2PI),
+            Gelu::Erf => {
+                let g = exp(-0.5 * x2);
+                (norm_cdf_gauss(x, g), g, INV_SQRT_2PI)
+            }
         };
         if w == 0.0 { p } else { p + x * (w * du) }
     }
@@ -190,7 +193,7 @@ mod scalar {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{C, Gelu, INV_SQRT_2PI, K};
-    use crate::math::avx2::{exp, map, norm_cdf, sigmoid};
+    use crate::math::avx2::{exp, map, norm_cdf, norm_cdf_gauss, sigmoid};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -226,7 +229,7 @@ mod avx2 {
             }
             Gelu::Erf => {
                 let e = exp(_mm256_mul_ps(_mm256_set1_ps(-0.5), x2));
-                (norm_cdf(x), e, _mm256_set1_ps(INV_SQRT_2PI))
+                (norm_cdf_gauss(x, e), e, _mm256_set1_ps(INV_SQRT_2PI))
             }
         };
         let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(w, _mm256_setzero_ps());
@@ -249,7 +252,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{C, Gelu, INV_SQRT_2PI, K};
-    use crate::math::avx512::{exp, map, norm_cdf, sigmoid};
+    use crate::math::avx512::{exp, map, norm_cdf, norm_cdf_gauss, sigmoid};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -285,7 +288,7 @@ mod avx512 {
             }
             Gelu::Erf => {
                 let e = exp(_mm512_mul_ps(_mm512_set1_ps(-0.5), x2));
-                (norm_cdf(x), e, _mm512_set1_ps(INV_SQRT_2PI))
+                (norm_cdf_gauss(x, e), e, _mm512_set1_ps(INV_SQRT_2PI))
             }
         };
         let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(w, _mm512_setzero_ps());

@@ -374,6 +374,9 @@ mod avx512 {
     use crate::math::avx512::{exp, mask16};
     use std::arch::x86_64::*;
 
+    /// Rows up to this long prefetch the next row (16 KiB of x and y, well inside L1 + L2).
+    const PREFETCH_MAX_COLS: usize = 2048;
+
     #[target_feature(enable = "avx512f")]
     pub(super) fn fwd_row(x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -402,8 +405,18 @@ mod avx512 {
         }
         let vmax = _mm512_set1_ps(m);
         let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        // Short rows are usually followed by the next row in memory: fetch its x (and y, for
+        // writing) while this row's exps compute, so the next max pass does not wait on memory.
+        // A prefetch is a hint that never faults, so the addresses may lie past the slices.
+        let ahead = if n <= PREFETCH_MAX_COLS { n } else { 0 };
         i = 0;
         while i + 32 <= n {
+            if ahead > 0 {
+                _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(i + ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(i + 16 + ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_ET0>(yp.wrapping_add(i + ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_ET0>(yp.wrapping_add(i + 16 + ahead) as *const i8);
+            }
             // SAFETY: i + 32 <= n.
             unsafe {
                 let e0 = exp(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), vmax));

@@ -28,12 +28,14 @@ fn eval(isa: Isa, xs: &[f32], which: &str) -> Vec<f32> {
                 "exp" => scalar::exp(x),
                 "sig" => scalar::sigmoid(x).0,
                 "sig1m" => scalar::sigmoid(x).1,
+                "cdf_g" => scalar::norm_cdf_gauss(x, scalar::exp(-0.5 * (x * x))),
                 _ => scalar::norm_cdf(x),
             }]
         }),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             use super::avx2 as m;
+            use std::arch::x86_64::*;
             // SAFETY: the tier is supported on this CPU (from `Kernels::available`).
             unsafe {
                 m::map([xs], [&mut out], false, |[x]| {
@@ -41,6 +43,10 @@ fn eval(isa: Isa, xs: &[f32], which: &str) -> Vec<f32> {
                         "exp" => m::exp(x),
                         "sig" => m::sigmoid(x).0,
                         "sig1m" => m::sigmoid(x).1,
+                        "cdf_g" => m::norm_cdf_gauss(
+                            x,
+                            m::exp(_mm256_mul_ps(_mm256_set1_ps(-0.5), _mm256_mul_ps(x, x))),
+                        ),
                         _ => m::norm_cdf(x),
                     }]
                 })
@@ -49,6 +55,7 @@ fn eval(isa: Isa, xs: &[f32], which: &str) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             use super::avx512 as m;
+            use std::arch::x86_64::*;
             // SAFETY: the tier is supported on this CPU (from `Kernels::available`).
             unsafe {
                 m::map([xs], [&mut out], false, |[x]| {
@@ -56,6 +63,10 @@ fn eval(isa: Isa, xs: &[f32], which: &str) -> Vec<f32> {
                         "exp" => m::exp(x),
                         "sig" => m::sigmoid(x).0,
                         "sig1m" => m::sigmoid(x).1,
+                        "cdf_g" => m::norm_cdf_gauss(
+                            x,
+                            m::exp(_mm512_mul_ps(_mm512_set1_ps(-0.5), _mm512_mul_ps(x, x))),
+                        ),
                         _ => m::norm_cdf(x),
                     }]
                 })
@@ -143,22 +154,32 @@ fn sigmoid_error() {
 fn norm_cdf_error() {
     let xs = sweep(-14.0, 8.0, 1_000_000);
     for isa in tiers() {
-        let got = eval(isa, &xs, "cdf");
-        let mut worst = 0.0f64;
-        for (&x, &g) in xs.iter().zip(&got) {
-            let want = crate::gelu::reference::norm_cdf_f64(x as f64);
-            if want > f32::MIN_POSITIVE as f64 {
-                worst = worst.max((g as f64 - want).abs() / want);
+        // `cdf_g` is `norm_cdf_gauss` (exp(-x^2/2) supplied, as GELU's backward does).
+        for which in ["cdf", "cdf_g"] {
+            let got = eval(isa, &xs, which);
+            let mut worst = 0.0f64;
+            for (&x, &g) in xs.iter().zip(&got) {
+                let want = crate::gelu::reference::norm_cdf_f64(x as f64);
+                if want > f32::MIN_POSITIVE as f64 {
+                    worst = worst.max((g as f64 - want).abs() / want);
+                }
             }
+            eprintln!("norm_cdf ({which}) {isa}: max rel {worst:.3e}");
+            assert!(worst <= NORM_CDF_MAX_REL, "{which} on {isa}: {worst}");
+            let g = eval(
+                isa,
+                &[
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::NAN,
+                    -30.0,
+                    200.0,
+                    -200.0,
+                ],
+                which,
+            );
+            assert_eq!((g[0], g[1], g[3], g[4], g[5]), (1.0, 0.0, 0.0, 1.0, 0.0));
+            assert!(g[2].is_nan());
         }
-        eprintln!("norm_cdf {isa}: max rel {worst:.3e}");
-        assert!(worst <= NORM_CDF_MAX_REL, "norm_cdf on {isa}: {worst}");
-        let g = eval(
-            isa,
-            &[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -30.0],
-            "cdf",
-        );
-        assert_eq!((g[0], g[1], g[3]), (1.0, 0.0, 0.0));
-        assert!(g[2].is_nan());
     }
 }
