@@ -310,10 +310,8 @@ mod avx2 {
         let mut tail = [0.0f32; 8];
         tail[..n - main].copy_from_slice(&x[main..n]);
         // SAFETY: tail holds 8 elements.
-        let e = exp(_mm256_sub_ps(
-            unsafe { _mm256_loadu_ps(tail.as_ptr()) },
-            vmax,
-        ));
+        let t = unsafe { _mm256_loadu_ps(tail.as_ptr()) };
+        let e = exp(_mm256_sub_ps(t, vmax));
         // SAFETY: as above.
         unsafe { _mm256_storeu_ps(tail.as_mut_ptr(), e) };
         let mut s = hsum(vs);
