@@ -23,6 +23,8 @@ Options:
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
+const FAMILIES: [&str; 3] = ["gemm", "rows", "qgemm"];
+
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
@@ -47,6 +49,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
     let family = f.positional[0].as_str();
+    if !FAMILIES.contains(&family) {
+        return Err(format!(
+            "unknown bench family `{family}` (known: {})",
+            FAMILIES.join(", ")
+        ));
+    }
+    // A bad ANVIL_ISA is reported before any measuring starts.
+    anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let json = f.has("json");
     let roof = pool.install(|| bench::roofline(threads));
     let mut out = Output {
