@@ -291,16 +291,22 @@ pub(crate) mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// As [`super::scalar::max_sum_exp`], 8 lanes at a time.
+    /// The largest element of `x` (-inf for an empty row), 8 lanes at a time.
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) fn max_sum_exp(x: &[f32]) -> (f32, f32) {
+    pub(crate) fn row_max(x: &[f32]) -> f32 {
         let main = x.len() - x.len() % 8;
         let mut vm = _mm256_set1_ps(f32::NEG_INFINITY);
         for c in x[..main].chunks_exact(8) {
             // SAFETY: c holds 8 elements.
             vm = _mm256_max_ps(vm, unsafe { _mm256_loadu_ps(c.as_ptr()) });
         }
-        let m = x[main..].iter().fold(hmax(vm), |a, &b| a.max(b));
+        x[main..].iter().fold(hmax(vm), |a, &b| a.max(b))
+    }
+
+    /// As [`super::scalar::max_sum_exp`], 8 lanes at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn max_sum_exp(x: &[f32]) -> (f32, f32) {
+        let m = row_max(x);
         if m == f32::NEG_INFINITY {
             return (m, 0.0);
         }
@@ -493,9 +499,9 @@ pub(crate) mod avx512 {
     /// Rows up to this long (512 KiB) have the next row prefetched into L2 by `max_sum_exp`.
     const PREFETCH_MAX_LEN: usize = 1 << 17;
 
-    /// As [`super::scalar::max_sum_exp`], 16 lanes at a time.
+    /// The largest element of `x` (-inf for an empty row), 16 lanes at a time.
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn max_sum_exp(x: &[f32]) -> (f32, f32) {
+    pub(crate) fn row_max(x: &[f32]) -> f32 {
         let (n, xp) = (x.len(), x.as_ptr());
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let (mut m0, mut m1) = (ninf, ninf);
@@ -515,17 +521,24 @@ pub(crate) mod avx512 {
             });
             i += 16;
         }
-        let m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
+    }
+
+    /// As [`super::scalar::max_sum_exp`], 16 lanes at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn max_sum_exp(x: &[f32]) -> (f32, f32) {
+        let (n, xp) = (x.len(), x.as_ptr());
+        let m = row_max(x);
         if m == f32::NEG_INFINITY {
             return (m, 0.0);
         }
-        let vmax = _mm512_set1_ps(m);
+        let (vmax, ninf) = (_mm512_set1_ps(m), _mm512_set1_ps(f32::NEG_INFINITY));
         let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         // Rows are usually followed by the next row in memory: fetch it into L2 while this row's
         // exps compute, so the next max pass does not wait on memory. A prefetch is a hint that
         // never faults, so the addresses may lie past the slice.
         let ahead = if n <= PREFETCH_MAX_LEN { n } else { 0 };
-        i = 0;
+        let mut i = 0;
         while i + 32 <= n {
             if ahead > 0 {
                 _mm_prefetch::<_MM_HINT_T1>(xp.wrapping_add(i + ahead) as *const i8);

@@ -282,19 +282,14 @@ mod scalar {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use crate::math::avx2::{exp, hmax, hsum};
+    use crate::math::avx2::{exp, hsum, row_max};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn fwd_row(x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
         let main = n - n % 8;
-        let mut vm = _mm256_set1_ps(f32::NEG_INFINITY);
-        for c in x[..main].chunks_exact(8) {
-            // SAFETY: c holds 8 elements.
-            vm = _mm256_max_ps(vm, unsafe { _mm256_loadu_ps(c.as_ptr()) });
-        }
-        let m = x[main..n].iter().fold(hmax(vm), |a, &b| a.max(b));
+        let m = row_max(&x[..n]);
         if m == f32::NEG_INFINITY {
             return super::degenerate_row(&x[..n], &mut y[..n]);
         }
@@ -369,7 +364,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use crate::math::avx512::{exp, mask16};
+    use crate::math::avx512::{exp, mask16, row_max};
     use std::arch::x86_64::*;
 
     /// Rows up to this long prefetch the next row (16 KiB of x and y, well inside L1 + L2).
@@ -379,25 +374,7 @@ mod avx512 {
     pub(super) fn fwd_row(x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
-        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        let (mut m0, mut m1) = (ninf, ninf);
-        let mut i = 0;
-        while i + 32 <= n {
-            // SAFETY: i + 32 <= n.
-            unsafe {
-                m0 = _mm512_max_ps(m0, _mm512_loadu_ps(xp.add(i)));
-                m1 = _mm512_max_ps(m1, _mm512_loadu_ps(xp.add(i + 16)));
-            }
-            i += 32;
-        }
-        while i < n {
-            // SAFETY: the mask limits the load to the n - i elements left.
-            m0 = _mm512_max_ps(m0, unsafe {
-                _mm512_mask_loadu_ps(ninf, mask16(n - i), xp.add(i))
-            });
-            i += 16;
-        }
-        let m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        let m = row_max(&x[..n]);
         if m == f32::NEG_INFINITY {
             return super::degenerate_row(&x[..n], &mut y[..n]);
         }
@@ -407,7 +384,7 @@ mod avx512 {
         // writing) while this row's exps compute, so the next max pass does not wait on memory.
         // A prefetch is a hint that never faults, so the addresses may lie past the slices.
         let ahead = if n <= PREFETCH_MAX_COLS { n } else { 0 };
-        i = 0;
+        let mut i = 0;
         while i + 32 <= n {
             if ahead > 0 {
                 _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(i + ahead) as *const i8);
