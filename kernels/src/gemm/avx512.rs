@@ -2,6 +2,7 @@
 //! step). The A micro-panel (8 x KC) is the one that stays in L1; B micro-panels stream from L2.
 
 use super::kernel::MicroKernel;
+use crate::math::avx512::mask16;
 use std::arch::x86_64::*;
 
 pub(crate) struct Avx512;
@@ -31,16 +32,6 @@ impl MicroKernel for Avx512 {
     ) {
         // SAFETY: forwarded trait contract (which includes AVX-512 F on this CPU).
         unsafe { kernel::<MR, NV>(kc, alpha, a, b, beta, c, ldc, mr, nr) }
-    }
-}
-
-/// Lane mask for the first `n` of 16 columns.
-#[inline(always)]
-pub(crate) fn mask16(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
     }
 }
 

@@ -238,17 +238,8 @@ impl Kernels {
 /// `cvtps2dq` rounds half to even under the default MXCSR, like `round_ties_even`.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::math::avx512::mask16;
     use std::arch::x86_64::*;
-
-    /// Lane mask for the first `n` of 16 lanes.
-    #[inline(always)]
-    fn mask16(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
 
     #[target_feature(enable = "avx512f")]
     pub(super) fn amax512(x: &[f32]) -> f32 {

@@ -11,6 +11,7 @@
 use super::pack::QFormat;
 use super::quant::QK;
 use super::{Ctx, NB, Out};
+use crate::math::avx512::mask16;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -189,15 +190,6 @@ unsafe fn blocks512<const MR: usize>(
             _mm512_storeu_ps(tile.as_mut_ptr().add(r * NB), row[0]);
             _mm512_storeu_ps(tile.as_mut_ptr().add(r * NB + 16), row[1]);
         }
-    }
-}
-
-#[inline(always)]
-fn mask16(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
     }
 }
 
