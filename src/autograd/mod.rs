@@ -61,7 +61,9 @@ pub(crate) struct Node {
 struct Param {
     name: String,
     shape: Vec<usize>,
-    value: Vec<f32>,
+    /// Shared with the tensor it was made from (a mapped checkpoint stays mapped); copied to owned
+    /// f32 on the first update.
+    value: Tensor,
     requires_grad: bool,
 }
 
@@ -76,7 +78,7 @@ impl Vals<'_> {
     pub(crate) fn get(&self, v: Var) -> &[f32] {
         match &self.nodes[v.idx as usize].value {
             Value::Owned(x) => x,
-            Value::Param(p) => &self.params[*p].value,
+            Value::Param(p) => self.params[*p].value.as_slice(),
         }
     }
 
@@ -224,12 +226,13 @@ impl Graph {
 
     // ---- parameters ---------------------------------------------------------------------
 
-    /// Adds a parameter holding `value`'s values; `requires_grad: false` freezes it.
+    /// Adds a parameter holding `value`'s values (sharing its storage: no copy until the first
+    /// update); `requires_grad: false` freezes it.
     pub fn add_param(&mut self, name: &str, value: &Tensor, requires_grad: bool) -> ParamId {
         self.params.push(Param {
             name: name.to_string(),
             shape: value.shape().to_vec(),
-            value: value.to_vec(),
+            value: value.clone(),
             requires_grad,
         });
         let len = if requires_grad { value.numel() } else { 0 };
@@ -243,7 +246,7 @@ impl Graph {
     /// [`Error::Shape`] for an unknown id, or while a tape is recorded (its nodes decided at
     /// recording time whether a gradient flows to the parameter).
     pub fn set_requires_grad(&mut self, p: ParamId, on: bool) -> Result<()> {
-        let n = self.param_ref(p)?.value.len();
+        let n = self.param_ref(p)?.value.numel();
         self.check_no_tape("set_requires_grad")?;
         self.params[p.0].requires_grad = on;
         self.param_grads[p.0] = vec![0.0; if on { n } else { 0 }];
@@ -271,7 +274,25 @@ impl Graph {
     /// [`Error::Shape`] for an unknown id.
     pub fn param_value(&self, p: ParamId) -> Result<(&str, &[usize], &[f32])> {
         let pr = self.param_ref(p)?;
-        Ok((&pr.name, &pr.shape, &pr.value))
+        Ok((&pr.name, &pr.shape, pr.value.as_slice()))
+    }
+
+    /// A parameter's value as a tensor (shares its storage; cheap to clone).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an unknown id.
+    pub fn param_tensor(&self, p: ParamId) -> Result<&Tensor> {
+        Ok(&self.param_ref(p)?.value)
+    }
+
+    /// Every parameter, in the order they were added.
+    pub fn param_ids(&self) -> impl Iterator<Item = ParamId> + use<> {
+        (0..self.params.len()).map(ParamId)
+    }
+
+    /// Whether a parameter is trainable (`None` for an unknown id).
+    pub fn requires_grad(&self, p: ParamId) -> Option<bool> {
+        self.params.get(p.0).map(|pr| pr.requires_grad)
     }
 
     /// The accumulated gradient of a parameter, `None` when frozen.
@@ -291,7 +312,7 @@ impl Graph {
     pub fn param_update(&mut self, p: ParamId) -> Result<(&mut [f32], &[f32])> {
         self.param_ref(p)?;
         self.check_no_tape("param_update")?;
-        Ok((&mut self.params[p.0].value, &self.param_grads[p.0]))
+        Ok((self.params[p.0].value.make_mut(), &self.param_grads[p.0]))
     }
 
     /// Zeroes every parameter gradient.
@@ -347,7 +368,7 @@ impl Graph {
         let n = self.node("value", v)?;
         Ok(match &n.value {
             Value::Owned(x) => x,
-            Value::Param(p) => &self.params[*p].value,
+            Value::Param(p) => self.params[*p].value.as_slice(),
         })
     }
 

@@ -2,8 +2,8 @@
 //! op, no math here; each rule lives beside its forward in `ops/<family>.rs`.
 
 use super::ops::{
-    cross_entropy, dropout, elementwise, embedding, gelu, layernorm, matmul, reduce, rmsnorm,
-    shape, silu, softmax,
+    cross_entropy, dropout, elementwise, embedding, gather, gelu, layernorm, matmul, reduce,
+    rmsnorm, shape, silu, softmax,
 };
 use super::pool::Pool;
 use super::{Grads, Vals, Var};
@@ -68,6 +68,26 @@ pub(crate) enum Op {
     Transpose {
         x: Var,
     },
+    Permute {
+        x: Var,
+        axes: Vec<usize>,
+    },
+    IndexSelect {
+        x: Var,
+        rows: Vec<u32>,
+    },
+    IndexAdd {
+        src: Var,
+        rows: Vec<u32>,
+    },
+    Take {
+        x: Var,
+        cols: Vec<u32>,
+    },
+    ScaleRows {
+        x: Var,
+        w: Var,
+    },
     Dropout {
         x: Var,
         mask: Vec<f32>,
@@ -97,6 +117,8 @@ impl Op {
             Op::MatMul { a, b } | Op::Add { a, b } | Op::Mul { a, b } => vec![*a, *b],
             Op::Linear { x, w, b } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
             Op::AddBias { x, b } => vec![*x, *b],
+            Op::ScaleRows { x, w } => vec![*x, *w],
+            Op::IndexAdd { src, .. } => vec![*src],
             Op::Embedding { table, .. } => vec![*table],
             Op::LayerNorm(s) => vec![s.x, s.w, s.b],
             Op::RmsNorm(s) => vec![s.x, s.w],
@@ -106,6 +128,9 @@ impl Op {
             | Op::Reshape { x }
             | Op::Narrow { x, .. }
             | Op::Transpose { x }
+            | Op::Permute { x, .. }
+            | Op::IndexSelect { x, .. }
+            | Op::Take { x, .. }
             | Op::Dropout { x, .. }
             | Op::Softmax { x }
             | Op::Gelu { x, .. }
@@ -165,6 +190,11 @@ pub(crate) fn backward(
         Op::Narrow { x, axis, start } => shape::narrow_backward(c, *x, *axis, *start, out, dy),
         Op::Concat { parts, axis } => shape::concat_backward(c, parts, *axis, dy),
         Op::Transpose { x } => shape::transpose_backward(c, *x, dy),
+        Op::Permute { x, axes } => shape::permute_backward(c, *x, axes, dy),
+        Op::IndexSelect { x, rows } => gather::index_select_backward(c, *x, rows, dy),
+        Op::IndexAdd { src, rows } => gather::index_add_backward(c, *src, rows, dy),
+        Op::Take { x, cols } => gather::take_backward(c, *x, cols, out, dy),
+        Op::ScaleRows { x, w } => gather::scale_rows_backward(c, *x, *w, dy),
         Op::Dropout { x, mask } => dropout::backward(c, *x, mask, dy),
         Op::Softmax { x } => softmax::backward(c, *x, out, dy),
         Op::CrossEntropy(s) => cross_entropy::backward(c, s, dy),

@@ -5,6 +5,7 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gather;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

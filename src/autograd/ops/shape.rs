@@ -127,6 +127,38 @@ impl Graph {
         ))
     }
 
+    /// The axes reordered: output axis `i` is input axis `axes[i]`.
+    /// `// x: (d_0, .., d_{n-1}) -> (d_axes[0], .., d_axes[n-1])`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when `axes` is not a permutation of `0..rank` or the handle
+    /// is stale.
+    pub fn permute(&mut self, x: Var, axes: &[usize]) -> Result<Var> {
+        let xs = self.shape(x)?.to_vec();
+        let mut seen = vec![false; xs.len()];
+        let valid = axes.len() == xs.len()
+            && axes
+                .iter()
+                .all(|&a| a < xs.len() && !std::mem::replace(&mut seen[a], true));
+        if !valid {
+            return Err(shape_err(
+                "permute",
+                format!("axes {axes:?} are not a permutation for {xs:?}"),
+            ));
+        }
+        let mut y = self.pool().take(xs.iter().product());
+        permute_into(self.arg("permute", x)?.0, &xs, axes, &mut y, false);
+        let shape = axes.iter().map(|&a| xs[a]).collect();
+        Ok(self.push(
+            y,
+            shape,
+            Op::Permute {
+                x,
+                axes: axes.to_vec(),
+            },
+        ))
+    }
+
     /// Swaps the last two axes. `// x: (..., R, C) -> (..., C, R)`
     ///
     /// # Errors
@@ -147,6 +179,56 @@ impl Graph {
         shape.swap(r - 2, r - 1);
         Ok(self.push(y, shape, Op::Transpose { x }))
     }
+}
+
+/// `dst (=|+=) src` with its axes reordered: `dst` axis `i` is `src` axis `axes[i]`. Walks `dst`
+/// in order with an odometer over the source strides; the innermost axis is a strided run.
+fn permute_into(src: &[f32], shape: &[usize], axes: &[usize], dst: &mut [f32], add: bool) {
+    let rank = shape.len();
+    if dst.is_empty() {
+        return;
+    }
+    if rank == 0 {
+        dst[0] = if add { dst[0] + src[0] } else { src[0] };
+        return;
+    }
+    let mut stride = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        stride[i] = stride[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+    let out_stride: Vec<usize> = axes.iter().map(|&a| stride[a]).collect();
+    let (inner, inner_stride) = (out_shape[rank - 1], out_stride[rank - 1]);
+    let mut idx = vec![0usize; rank];
+    let mut base = 0usize;
+    for run in dst.chunks_exact_mut(inner) {
+        for (j, d) in run.iter_mut().enumerate() {
+            let v = src[base + j * inner_stride];
+            *d = if add { *d + v } else { v };
+        }
+        // Advance the odometer over the outer axes.
+        for ax in (0..rank - 1).rev() {
+            idx[ax] += 1;
+            base += out_stride[ax];
+            if idx[ax] < out_shape[ax] {
+                break;
+            }
+            base -= out_stride[ax] * out_shape[ax];
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// `dx += dy` with `permute`'s axes undone.
+pub(crate) fn permute_backward(c: &mut Ctx, x: Var, axes: &[usize], dy: &[f32]) -> Result<()> {
+    let xs = c.v.shape(x);
+    let out_shape: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
+    let mut inverse = vec![0; axes.len()];
+    axes.iter().enumerate().for_each(|(i, &a)| inverse[a] = i);
+    if let Some(g) = c.g.slot(x) {
+        permute_into(dy, &out_shape, &inverse, g, true);
+    }
+    Ok(())
 }
 
 /// `dst[b, j, i] (=|+=) src[b, i, j]`. `// src: (B, rows, cols) -> dst: (B, cols, rows)`
