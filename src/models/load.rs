@@ -1,0 +1,178 @@
+//! Loading: HF checkpoint directories (`config.json` + `model.safetensors`) and our own
+//! checkpoints (one safetensors file with the config in its metadata); saving our checkpoints.
+//!
+//! f32 tensors are used in place from the memory map (no copy until a parameter is updated);
+//! f16 and bf16 tensors convert to f32 on load. Every tensor the model needs must be present with
+//! the shape the config implies, and every tensor in the file must be used: a missing, extra or
+//! mis-shaped tensor is an error naming the file and the tensor.
+
+use super::{Config, Error, Model, Result};
+use crate::io::safetensors::{self, SCALES_SUFFIX, SafeTensors};
+use crate::nn::{Init, Source};
+use crate::tensor::{DType, Tensor};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The metadata key under which our checkpoints keep the model config (JSON).
+pub const CHECKPOINT_CONFIG_KEY: &str = "anvil.config";
+
+/// Parameters read from a safetensors file, by name, with what was used remembered.
+struct FileSource<'a> {
+    file: &'a SafeTensors,
+    /// Prepended to every requested name when the file uses a prefix the model does not (or
+    /// stripped when the file omits one: GPT-2 checkpoints on the hub have no `transformer.`).
+    rename: fn(&str) -> String,
+    used: HashSet<String>,
+}
+
+impl Source for FileSource<'_> {
+    fn get(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
+        let stored = (self.rename)(name);
+        let path = self.file.path().to_path_buf();
+        let info = self.file.info(&stored).map_err(|_| Error::MissingTensor {
+            path: path.clone(),
+            name: stored.clone(),
+        })?;
+        if info.shape != shape {
+            return Err(Error::TensorShape {
+                path,
+                name: stored,
+                expected: shape.to_vec(),
+                actual: info.shape.clone(),
+            });
+        }
+        let t = self.file.tensor(&stored)?;
+        self.used.insert(stored);
+        Ok(match t.dtype() {
+            DType::F32 => t,
+            _ => t.to_f32(),
+        })
+    }
+}
+
+fn same(name: &str) -> String {
+    name.to_string()
+}
+
+fn strip_transformer(name: &str) -> String {
+    name.strip_prefix("transformer.")
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// Tensors a checkpoint may hold that are not parameters: GPT-2's causal-mask buffers.
+fn ignorable(config: &Config, name: &str) -> bool {
+    name.ends_with(".attn.bias") && config.arch == super::Arch::Gpt2
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with(SCALES_SUFFIX)
+        // A tied head saved beside the embedding it equals.
+        || (config.tie_embeddings && name == "lm_head.weight")
+}
+
+impl Model {
+    /// Loads a HF checkpoint directory (`config.json` + `model.safetensors`) or one of our
+    /// checkpoint files (see [`Model::save`]).
+    ///
+    /// # Errors
+    /// [`Error::Read`] when the config cannot be read; [`Error::Config`] for an unusable config;
+    /// [`Error::Io`] for a malformed tensor file; [`Error::MissingTensor`],
+    /// [`Error::UnexpectedTensor`], [`Error::TensorShape`] naming the tensor.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let cfg_path = path.join("config.json");
+            let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Read {
+                path: cfg_path.clone(),
+                source,
+            })?;
+            let config = Config::from_json(&text).map_err(|e| at(&cfg_path, e))?;
+            let weights = path.join("model.safetensors");
+            if !weights.exists() && path.join("model.safetensors.index.json").exists() {
+                return Err(Error::Config {
+                    detail: format!(
+                        "{}: sharded checkpoints are not supported; merge the shards into one model.safetensors",
+                        path.display()
+                    ),
+                });
+            }
+            let file = SafeTensors::open(&weights)?;
+            Self::from_file(config, &file)
+        } else {
+            let file = SafeTensors::open(path)?;
+            let text = file
+                .metadata()
+                .iter()
+                .find_map(|(k, v)| (k == CHECKPOINT_CONFIG_KEY).then_some(v.as_str()))
+                .ok_or_else(|| Error::Config {
+                    detail: format!(
+                        "{}: no `{CHECKPOINT_CONFIG_KEY}` in the metadata: not an Anvil checkpoint (for a HF checkpoint, give its directory)",
+                        path.display()
+                    ),
+                })?;
+            let config = Config::from_json(text).map_err(|e| at(path, e))?;
+            Self::from_file(config, &file)
+        }
+    }
+
+    /// The model of `config` with its weights from `file`.
+    ///
+    /// # Errors
+    /// As [`Model::load`].
+    pub fn from_file(config: Config, file: &SafeTensors) -> Result<Self> {
+        let rename = if config.arch == super::Arch::Gpt2
+            && file.info("transformer.wte.weight").is_err()
+            && file.info("wte.weight").is_ok()
+        {
+            strip_transformer
+        } else {
+            same
+        };
+        let mut src = FileSource {
+            file,
+            rename,
+            used: HashSet::new(),
+        };
+        let model = Model::build(config, &mut src)?;
+        if let Some(extra) = file
+            .names()
+            .into_iter()
+            .find(|n| !src.used.contains(*n) && !ignorable(&model.config, n))
+        {
+            return Err(Error::UnexpectedTensor {
+                path: file.path().to_path_buf(),
+                name: extra.to_string(),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Writes every parameter under its name, with the config in the metadata, to a temporary
+    /// file renamed over `path` (an interrupted save leaves the old file intact).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when writing fails.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let tensors: Vec<(&str, &Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, p)| Ok((n.as_str(), self.graph.param_tensor(*p)?)))
+            .collect::<Result<_>>()?;
+        let config = self.config.to_json();
+        safetensors::save(
+            path,
+            &tensors,
+            &[(CHECKPOINT_CONFIG_KEY, config.as_str()), ("format", "pt")],
+        )?;
+        Ok(())
+    }
+}
+
+/// A config error located in `path`.
+fn at(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Config { detail } => Error::Config {
+            detail: format!("{}: {detail}", PathBuf::from(path).display()),
+        },
+        e => e,
+    }
+}

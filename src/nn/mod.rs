@@ -1,0 +1,310 @@
+//! Layers: parameters registered in a [`Graph`] by name, and forwards made of graph ops.
+//!
+//! A layer is a handful of [`ParamId`]s plus its hyper-parameters; it owns no values (the graph
+//! does), so the same layer runs in training and in no-grad inference alike. Layers are built by a
+//! [`Builder`], which asks a [`Source`] for each parameter by its checkpoint name: random
+//! initialisation for a new model, a safetensors file for a trained one.
+
+mod attention;
+mod moe;
+
+pub use attention::{Attention, AttentionSpec, rope_tables, sinusoidal_table};
+pub use moe::{Moe, MoeOutput};
+
+use crate::autograd::{Gelu, Graph, ParamId, Rng, Var};
+use crate::models::{Error, Result};
+use crate::tensor::Tensor;
+
+/// How a fresh parameter is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Normal with mean 0 and this standard deviation.
+    Normal(f32),
+    Zeros,
+    Ones,
+}
+
+/// Where parameter values come from.
+pub trait Source {
+    /// The value of parameter `name`, which must have `shape` (`init` says how a fresh one starts).
+    ///
+    /// # Errors
+    /// A source-specific error naming the tensor (missing, wrong shape, unreadable).
+    fn get(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor>;
+}
+
+/// Fresh parameters from a seeded generator, in the order they are asked for.
+#[derive(Debug)]
+pub struct RandomInit {
+    rng: Rng,
+}
+
+impl RandomInit {
+    pub fn new(seed: u64) -> Self {
+        RandomInit {
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// A standard normal sample (Box-Muller on two 24-bit uniforms).
+    fn normal(&mut self) -> f32 {
+        let u1 = (f64::from(self.rng.next_f32()) + 1.0 / f64::from(1u32 << 25)).min(1.0);
+        let u2 = f64::from(self.rng.next_f32());
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+impl Source for RandomInit {
+    fn get(&mut self, _name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let n = crate::tensor::numel("init", shape)?;
+        let v = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => (0..n).map(|_| std * self.normal()).collect(),
+        };
+        Ok(Tensor::from_vec(v, shape)?)
+    }
+}
+
+/// Registers parameters in a graph, each from a [`Source`], under a name prefix.
+pub struct Builder<'a> {
+    pub graph: &'a mut Graph,
+    source: &'a mut dyn Source,
+    prefix: String,
+    /// Every parameter made, with its full name, in order.
+    pub names: &'a mut Vec<(String, ParamId)>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(
+        graph: &'a mut Graph,
+        source: &'a mut dyn Source,
+        names: &'a mut Vec<(String, ParamId)>,
+    ) -> Self {
+        Builder {
+            graph,
+            source,
+            prefix: String::new(),
+            names,
+        }
+    }
+
+    /// Runs `f` with `part` appended to the name prefix (joined by a dot).
+    pub fn scope<R>(&mut self, part: &str, f: impl FnOnce(&mut Builder) -> R) -> R {
+        let saved = self.prefix.clone();
+        if !self.prefix.is_empty() {
+            self.prefix.push('.');
+        }
+        self.prefix.push_str(part);
+        let r = f(self);
+        self.prefix = saved;
+        r
+    }
+
+    /// A trainable parameter `prefix.name` of `shape`.
+    ///
+    /// # Errors
+    /// The source's error (missing tensor, wrong shape, ...).
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<ParamId> {
+        let full = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        let t = self.source.get(&full, shape, init)?;
+        if t.shape() != shape {
+            return Err(Error::TensorShape {
+                path: "<source>".into(),
+                name: full,
+                expected: shape.to_vec(),
+                actual: t.shape().to_vec(),
+            });
+        }
+        let id = self.graph.add_param(&full, &t, true);
+        self.names.push((full, id));
+        Ok(id)
+    }
+}
+
+/// Standard deviation of fresh weights (GPT-2's and the HF default `initializer_range`).
+pub const INIT_STD: f32 = 0.02;
+
+/// `y = x W^T + b` with `W: (out, in)`, or `y = x W + b` with `W: (in, out)` for GPT-2's Conv1D.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub w: ParamId,
+    pub b: Option<ParamId>,
+    /// The weight is stored `(in, out)` (GPT-2 `Conv1D`).
+    pub in_out: bool,
+}
+
+impl Linear {
+    /// `name.weight` `(out, in)` and, with `bias`, `name.bias` `(out)`.
+    ///
+    /// # Errors
+    /// The source's error.
+    pub fn new(b: &mut Builder, name: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        b.scope(name, |b| {
+            Ok(Linear {
+                w: b.param("weight", &[out, inp], Init::Normal(INIT_STD))?,
+                b: bias
+                    .then(|| b.param("bias", &[out], Init::Zeros))
+                    .transpose()?,
+                in_out: false,
+            })
+        })
+    }
+
+    /// GPT-2's `Conv1D`: `name.weight` `(in, out)` and `name.bias` `(out)`.
+    ///
+    /// # Errors
+    /// The source's error.
+    pub fn conv1d(b: &mut Builder, name: &str, inp: usize, out: usize) -> Result<Self> {
+        b.scope(name, |b| {
+            Ok(Linear {
+                w: b.param("weight", &[inp, out], Init::Normal(INIT_STD))?,
+                b: Some(b.param("bias", &[out], Init::Zeros)?),
+                in_out: true,
+            })
+        })
+    }
+
+    /// `// x: (..., in) -> (..., out)`
+    ///
+    /// # Errors
+    /// Shape errors from the graph.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        let w = g.param(self.w)?;
+        let b = self.b.map(|b| g.param(b)).transpose()?;
+        Ok(if self.in_out {
+            let y = g.matmul(x, w)?;
+            match b {
+                Some(b) => g.add_bias(y, b)?,
+                None => y,
+            }
+        } else {
+            g.linear(x, w, b)?
+        })
+    }
+}
+
+/// LayerNorm (weight and bias) or RMSNorm (weight only).
+#[derive(Clone, Copy, Debug)]
+pub enum Norm {
+    Layer { w: ParamId, b: ParamId, eps: f32 },
+    Rms { w: ParamId, eps: f32 },
+}
+
+impl Norm {
+    /// `name.weight` and `name.bias`, both `(d)`.
+    ///
+    /// # Errors
+    /// The source's error.
+    pub fn layer(b: &mut Builder, name: &str, d: usize, eps: f32) -> Result<Self> {
+        b.scope(name, |b| {
+            Ok(Norm::Layer {
+                w: b.param("weight", &[d], Init::Ones)?,
+                b: b.param("bias", &[d], Init::Zeros)?,
+                eps,
+            })
+        })
+    }
+
+    /// `name.weight` `(d)`.
+    ///
+    /// # Errors
+    /// The source's error.
+    pub fn rms(b: &mut Builder, name: &str, d: usize, eps: f32) -> Result<Self> {
+        b.scope(name, |b| {
+            Ok(Norm::Rms {
+                w: b.param("weight", &[d], Init::Ones)?,
+                eps,
+            })
+        })
+    }
+
+    /// `// x: (..., d) -> (..., d)`
+    ///
+    /// # Errors
+    /// Shape errors from the graph.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        Ok(match *self {
+            Norm::Layer { w, b, eps } => {
+                let (w, b) = (g.param(w)?, g.param(b)?);
+                g.layernorm(x, w, b, eps)?
+            }
+            Norm::Rms { w, eps } => {
+                let w = g.param(w)?;
+                g.rmsnorm(x, w, eps)?
+            }
+        })
+    }
+}
+
+/// The feed-forward part of a block.
+#[derive(Clone, Debug)]
+pub enum Ffn {
+    /// `proj(gelu(fc(x)))`.
+    Mlp { fc: Linear, proj: Linear, act: Gelu },
+    /// `down(silu(gate(x)) * up(x))`.
+    SwiGlu(SwiGlu),
+    /// A mixture of SwiGLU experts.
+    Moe(Moe),
+}
+
+/// `down(silu(gate(x)) * up(x))`.
+#[derive(Clone, Copy, Debug)]
+pub struct SwiGlu {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl SwiGlu {
+    /// `// x: (..., d) -> (..., d)`
+    ///
+    /// # Errors
+    /// Shape errors from the graph.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        let gate = self.gate.forward(g, x)?;
+        let up = self.up.forward(g, x)?;
+        let h = g.swiglu(gate, up)?;
+        self.down.forward(g, h)
+    }
+}
+
+/// What a feed-forward returns: its output and, for a mixture, the router logits.
+pub struct FfnOutput {
+    pub y: Var,
+    pub router_logits: Option<Var>,
+}
+
+impl Ffn {
+    /// `// x: (B, T, d) -> (B, T, d)`
+    ///
+    /// # Errors
+    /// Shape errors from the graph.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<FfnOutput> {
+        Ok(match self {
+            Ffn::Mlp { fc, proj, act } => {
+                let h = fc.forward(g, x)?;
+                let h = g.gelu(h, *act)?;
+                FfnOutput {
+                    y: proj.forward(g, h)?,
+                    router_logits: None,
+                }
+            }
+            Ffn::SwiGlu(s) => FfnOutput {
+                y: s.forward(g, x)?,
+                router_logits: None,
+            },
+            Ffn::Moe(m) => {
+                let o = m.forward(g, x)?;
+                FfnOutput {
+                    y: o.y,
+                    router_logits: Some(o.router_logits),
+                }
+            }
+        })
+    }
+}
