@@ -7,6 +7,7 @@
 //! kernel on every tier in turn.
 
 pub mod adamw;
+pub mod attention;
 pub mod convert;
 pub mod cross_entropy;
 mod error;

@@ -40,6 +40,11 @@ impl<T> SendPtr<T> {
         Self(s.as_mut_ptr())
     }
 
+    /// The raw pointer, for callers that write strided rows no slice could cover alone.
+    pub(crate) fn ptr(self) -> *mut T {
+        self.0
+    }
+
     /// The mutable subslice `r` of the slice this came from.
     ///
     /// # Safety

@@ -1,0 +1,364 @@
+//! The attention blocks' inner loops, one module per tier: a small register-tiled product
+//! (`C = alpha A B (+ C)` with B's rows contiguous, vectorised over C's columns; no packing, the
+//! blocks are at most 64 x 64 and sit in L1), and the row `exp(x - m)` with its sum.
+//!
+//! Each element of C is computed by the same instructions in `k` order whatever its place in the
+//! tiling, so edge tiles round exactly as full ones.
+
+use crate::Isa;
+
+/// One product `C (m x n) = alpha * A (m x k) * B (k x n)`, plus `C` when accumulating.
+/// `A[i, p] = a[i * rsa + p * csa]`, `B[p, j] = b[p * rsb + j]`.
+#[derive(Clone, Copy)]
+pub(super) struct Mm<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &'a [f32],
+    rsa: usize,
+    csa: usize,
+    b: &'a [f32],
+    rsb: usize,
+}
+
+impl<'a> Mm<'a> {
+    pub(super) fn new(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            a: &[],
+            rsa: 0,
+            csa: 0,
+            b: &[],
+            rsb: 0,
+        }
+    }
+
+    pub(super) fn a(self, a: &'a [f32], rsa: usize, csa: usize) -> Self {
+        Self {
+            a,
+            rsa,
+            csa,
+            ..self
+        }
+    }
+
+    pub(super) fn b(self, b: &'a [f32], rsb: usize) -> Self {
+        Self { b, rsb, ..self }
+    }
+
+    /// Asserts that A and B hold every element the product reads (the callers derive all
+    /// offsets from checked shapes; a failure is a bug in this module, not bad input).
+    fn check(&self) {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return;
+        }
+        let a_end = (self.m - 1) * self.rsa + (self.k - 1) * self.csa + 1;
+        let b_end = (self.k - 1) * self.rsb + self.n;
+        assert!(a_end <= self.a.len() && b_end <= self.b.len());
+    }
+
+    /// `c[i * ldc + j] = alpha * (A B)[i, j] (+ c[i * ldc + j] when `acc`)`.
+    pub(super) fn run(&self, isa: Isa, alpha: f32, c: &mut [f32], ldc: usize, acc: bool) {
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        assert!((self.m - 1) * ldc + self.n <= c.len());
+        // SAFETY: the assert above bounds every write of C.
+        unsafe { self.run_ptr(isa, alpha, c.as_mut_ptr(), ldc, acc) }
+    }
+
+    /// As [`Mm::run`] on a raw C.
+    ///
+    /// # Safety
+    /// `c` is valid for reads and writes of the `m x n` block with rows `ldc` apart, and no
+    /// other live reference covers those elements.
+    pub(super) unsafe fn run_ptr(&self, isa: Isa, alpha: f32, c: *mut f32, ldc: usize, acc: bool) {
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        self.check();
+        let p = Raw {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            alpha,
+            a: self.a.as_ptr(),
+            rsa: self.rsa,
+            csa: self.csa,
+            b: self.b.as_ptr(),
+            rsb: self.rsb,
+            c,
+            ldc,
+            acc,
+        };
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `Kernels` holds a tier only when the CPU supports it; `check` and the
+            // caller's contract bound every access.
+            Isa::Avx512 => unsafe { avx512::mm(&p) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { avx2::mm(&p) },
+            // SAFETY: as above.
+            _ => unsafe { scalar::mm(&p) },
+        }
+    }
+}
+
+/// A checked product as raw parts.
+struct Raw {
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+}
+
+/// The largest element of `x` (`-inf` when empty).
+pub(super) fn row_max(isa: Isa, x: &[f32]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
+        Isa::Avx512 => unsafe { crate::math::avx512::row_max(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { crate::math::avx2::row_max(x) },
+        _ => x.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    }
+}
+
+/// `x = exp(x - m)` in place; returns the sum of the new values.
+pub(super) fn exp_sub(isa: Isa, x: &mut [f32], m: f32) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
+        Isa::Avx512 => unsafe { avx512::exp_sub(x, m) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2::exp_sub(x, m) },
+        _ => scalar::exp_sub(x, m),
+    }
+}
+
+mod scalar {
+    use super::Raw;
+    use crate::math::scalar::exp;
+    use crate::simd::sum8;
+
+    /// # Safety
+    /// As [`super::Mm::run_ptr`].
+    pub(super) unsafe fn mm(p: &Raw) {
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let mut s = 0.0f32;
+                for q in 0..p.k {
+                    // SAFETY: `Mm::check` bounds A and B; the caller bounds C.
+                    s += unsafe { *p.a.add(i * p.rsa + q * p.csa) * *p.b.add(q * p.rsb + j) };
+                }
+                // SAFETY: as above.
+                unsafe {
+                    let c = p.c.add(i * p.ldc + j);
+                    *c = if p.acc { p.alpha * s + *c } else { p.alpha * s };
+                }
+            }
+        }
+    }
+
+    pub(super) fn exp_sub(x: &mut [f32], m: f32) -> f32 {
+        x.iter_mut().for_each(|v| *v = exp(*v - m));
+        sum8(x.len(), |j| x[j])
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Raw;
+    use crate::math::avx2::exp;
+    use crate::simd::avx2::{hsum, load, mask, store};
+    use std::arch::x86_64::*;
+
+    /// Columns per tile: two vectors of 8.
+    const NV: usize = 2;
+
+    /// # Safety
+    /// As [`super::Mm::run_ptr`], and the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mm(p: &Raw) {
+        let mut i = 0;
+        while i < p.m {
+            let mut j = 0;
+            while j < p.n {
+                // SAFETY: forwarded; the tile lies inside the m x n block.
+                unsafe {
+                    match p.m - i {
+                        1 => tile::<1>(p, i, j),
+                        2 => tile::<2>(p, i, j),
+                        3 => tile::<3>(p, i, j),
+                        _ => tile::<4>(p, i, j),
+                    }
+                }
+                j += 8 * NV;
+            }
+            i += 4;
+        }
+    }
+
+    /// Rows `i..i + MR`, columns `j..j + 16` (masked at the edge).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const MR: usize>(p: &Raw, i: usize, j: usize) {
+        let rem = p.n - j;
+        let mut masks = [_mm256_setzero_si256(); NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = _mm256_castps_si256(mask(rem.saturating_sub(8 * v)));
+        }
+        let mut c = [[_mm256_setzero_ps(); NV]; MR];
+        for q in 0..p.k {
+            let mut bv = [_mm256_setzero_ps(); NV];
+            for v in 0..NV {
+                // SAFETY: masked-off lanes are not read; the rest lie inside B's checked span.
+                bv[v] = unsafe { _mm256_maskload_ps(p.b.add(q * p.rsb + j + 8 * v), masks[v]) };
+            }
+            for (r, cr) in c.iter_mut().enumerate() {
+                // SAFETY: row i + r < m and q < k lie inside A's checked span.
+                let av = _mm256_set1_ps(unsafe { *p.a.add((i + r) * p.rsa + q * p.csa) });
+                for v in 0..NV {
+                    cr[v] = _mm256_fmadd_ps(av, bv[v], cr[v]);
+                }
+            }
+        }
+        let alpha = _mm256_set1_ps(p.alpha);
+        for (r, cr) in c.iter().enumerate() {
+            for v in 0..NV {
+                if rem <= 8 * v {
+                    break;
+                }
+                // SAFETY: masked lanes stay inside row i + r of the C block.
+                unsafe {
+                    let cp = p.c.add((i + r) * p.ldc + j + 8 * v);
+                    let out = if p.acc {
+                        _mm256_fmadd_ps(alpha, cr[v], _mm256_maskload_ps(cp, masks[v]))
+                    } else {
+                        _mm256_mul_ps(alpha, cr[v])
+                    };
+                    _mm256_maskstore_ps(cp, masks[v], out);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn exp_sub(x: &mut [f32], m: f32) -> f32 {
+        let (vm, mut s) = (_mm256_set1_ps(m), _mm256_setzero_ps());
+        let mut i = 0;
+        while i < x.len() {
+            let e = exp(_mm256_sub_ps(load(x, i), vm));
+            // Lanes past the end load 0 and give exp(-m): keep them out of the sum.
+            s = _mm256_add_ps(s, _mm256_and_ps(e, mask(x.len() - i)));
+            store(x, i, e);
+            i += 8;
+        }
+        hsum(s)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Raw;
+    use crate::math::avx512::exp;
+    use crate::simd::avx512::{load, mask, store};
+    use std::arch::x86_64::*;
+
+    /// Columns per tile: four vectors of 16 (a whole 64-wide block).
+    const NV: usize = 4;
+
+    /// # Safety
+    /// As [`super::Mm::run_ptr`], and the CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn mm(p: &Raw) {
+        let mut i = 0;
+        while i < p.m {
+            let mut j = 0;
+            while j < p.n {
+                // SAFETY: forwarded; the tile lies inside the m x n block.
+                unsafe {
+                    match p.m - i {
+                        1 => tile::<1>(p, i, j),
+                        2 => tile::<2>(p, i, j),
+                        3 => tile::<3>(p, i, j),
+                        _ => tile::<4>(p, i, j),
+                    }
+                }
+                j += 16 * NV;
+            }
+            i += 4;
+        }
+    }
+
+    /// Rows `i..i + MR`, columns `j..j + 64` (masked at the edge).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const MR: usize>(p: &Raw, i: usize, j: usize) {
+        let rem = p.n - j;
+        let mut masks = [0 as __mmask16; NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = mask(rem.saturating_sub(16 * v));
+        }
+        let mut c = [[_mm512_setzero_ps(); NV]; MR];
+        for q in 0..p.k {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for v in 0..NV {
+                // SAFETY: masked-off lanes are not read (nor fault); the rest lie in B's span.
+                bv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], p.b.add(q * p.rsb + j + 16 * v)) };
+            }
+            for (r, cr) in c.iter_mut().enumerate() {
+                // SAFETY: row i + r < m and q < k lie inside A's checked span.
+                let av = _mm512_set1_ps(unsafe { *p.a.add((i + r) * p.rsa + q * p.csa) });
+                for v in 0..NV {
+                    cr[v] = _mm512_fmadd_ps(av, bv[v], cr[v]);
+                }
+            }
+        }
+        let alpha = _mm512_set1_ps(p.alpha);
+        for (r, cr) in c.iter().enumerate() {
+            for v in 0..NV {
+                if masks[v] == 0 {
+                    break;
+                }
+                // SAFETY: masked lanes stay inside row i + r of the C block.
+                unsafe {
+                    let cp = p.c.add((i + r) * p.ldc + j + 16 * v);
+                    let out = if p.acc {
+                        _mm512_fmadd_ps(alpha, cr[v], _mm512_maskz_loadu_ps(masks[v], cp))
+                    } else {
+                        _mm512_mul_ps(alpha, cr[v])
+                    };
+                    _mm512_mask_storeu_ps(cp, masks[v], out);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_sub(x: &mut [f32], m: f32) -> f32 {
+        let (vm, mut s) = (_mm512_set1_ps(m), _mm512_setzero_ps());
+        let mut i = 0;
+        while i < x.len() {
+            let k = mask(x.len() - i);
+            let e = exp(_mm512_sub_ps(load(x, i), vm));
+            s = _mm512_mask_add_ps(s, k, s, e);
+            store(x, i, e);
+            i += 16;
+        }
+        crate::simd::avx512::hsum(s)
+    }
+}
