@@ -85,3 +85,9 @@ impl From<crate::tensor::Error> for Error {
 
 /// Result of the models layer.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<anvil_kernels::KernelError> for Error {
+    fn from(e: anvil_kernels::KernelError) -> Self {
+        Error::Tensor(crate::tensor::Error::Kernel(e))
+    }
+}

@@ -15,8 +15,8 @@ pub use load::CHECKPOINT_CONFIG_KEY;
 
 use crate::autograd::{Gelu, Graph, IGNORE_INDEX, ParamId, Rng, Var};
 use crate::nn::{
-    Attention, AttentionSpec, Builder, Ffn, Init, Linear, Moe, Norm, RandomInit, Source, SwiGlu,
-    sinusoidal_table,
+    Attention, AttentionSpec, Builder, CacheStep, Ffn, Init, KvCache, Linear, Moe, Norm,
+    RandomInit, Source, SwiGlu, sinusoidal_table,
 };
 use crate::tensor::Tensor;
 
@@ -269,53 +269,103 @@ impl Model {
                 ),
             });
         }
+        let mut mode = Mode::Full(attention_mask);
+        self.run(ids, batch, &mut mode)
+    }
+
+    /// A key/value cache for `rows` sequences of up to `max_len` tokens (at most the model's
+    /// context, the default).
+    pub fn new_cache(&self, rows: usize, max_len: Option<usize>) -> KvCache {
+        let c = &self.config;
+        let len = max_len.map_or(c.max_seq_len, |m| m.min(c.max_seq_len));
+        KvCache::new(c.n_layers, rows, len, &spec(c, c.arch.is_llama_like()))
+    }
+
+    /// Inference with a key/value cache: `ids` holds `T` new tokens for each of the cache rows
+    /// `rows` (so `rows.len() * T` ids), placed after what those rows already hold. Returns the
+    /// logits `(rows.len(), T, V)` of the new tokens. A prompt goes in as one chunk (prefill),
+    /// then tokens one at a time. Runs in no-grad mode.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the ids do not split over the rows, a row would pass the cache's
+    /// context length, or a row is out of range; [`Error::Tensor`] for an id outside the
+    /// vocabulary.
+    pub fn forward_cached(
+        &mut self,
+        ids: &[u32],
+        rows: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Var> {
+        if rows.is_empty() || ids.is_empty() || !ids.len().is_multiple_of(rows.len()) {
+            return Err(Error::Config {
+                detail: format!(
+                    "{} token ids do not split over {} cache rows",
+                    ids.len(),
+                    rows.len()
+                ),
+            });
+        }
+        let t = ids.len() / rows.len();
+        let starts = cache.starts(rows, t)?;
+        let was = self.graph.grad_enabled();
+        self.graph.set_grad_enabled(false);
+        let mut mode = Mode::Cached {
+            cache: &mut *cache,
+            rows,
+            starts: &starts,
+        };
+        let r = self.run(ids, rows.len(), &mut mode);
+        self.graph.set_grad_enabled(was);
+        let out = r?;
+        cache.advance(rows, t);
+        Ok(out.logits)
+    }
+
+    /// Embeddings, blocks, final norm and head, with attention as `mode` says.
+    fn run(&mut self, ids: &[u32], batch: usize, mode: &mut Mode) -> Result<Output> {
+        let c = &self.config;
+        let t = ids.len() / batch;
         let d = c.d_model;
+        let pos: Vec<u32> = match mode {
+            Mode::Full(_) => (0..batch).flat_map(|_| 0..t as u32).collect(),
+            Mode::Cached { starts, .. } => starts
+                .iter()
+                .flat_map(|&p| (p..p + t).map(|q| q as u32))
+                .collect(),
+        };
         let g = &mut self.graph;
         let table = g.param(self.embed)?;
         let mut x = g.embedding(table, ids, &[batch, t])?;
         match self.positions {
             Positions::Learned(wpe) => {
                 let wpe = g.param(wpe)?;
-                let pos: Vec<u32> = (0..batch).flat_map(|_| 0..t as u32).collect();
                 let p = g.embedding(wpe, &pos, &[batch, t])?;
                 x = g.add(x, p)?;
             }
             Positions::Sinusoidal => {
                 x = g.scale(x, (d as f32).sqrt())?;
-                let pe = sinusoidal_table(t, d);
-                let pe: Vec<f32> = (0..batch).flat_map(|_| pe.iter().copied()).collect();
+                let longest = pos.iter().max().map_or(0, |&p| p as usize + 1);
+                let table = sinusoidal_table(longest, d);
+                let pe: Vec<f32> = pos
+                    .iter()
+                    .flat_map(|&p| table[p as usize * d..][..d].iter().copied())
+                    .collect();
                 let pe = g.input(&Tensor::from_vec(pe, &[batch, t, d])?, false);
                 x = g.add(x, pe)?;
             }
             Positions::Rotary => {}
         }
-        x = dropout(g, x, &mut self.dropout)?;
-        let mut router_logits = Vec::new();
-        let post_ln = c.arch == Arch::Expert;
-        for blk in &self.blocks {
-            if post_ln {
-                let a = blk.attn.forward(g, x, attention_mask)?;
-                let a = dropout(g, a, &mut self.dropout)?;
-                let r = g.add(x, a)?;
-                x = blk.ln1.forward(g, r)?;
-                let f = blk.ffn.forward(g, x)?;
-                router_logits.extend(f.router_logits);
-                let f = dropout(g, f.y, &mut self.dropout)?;
-                let r = g.add(x, f)?;
-                x = blk.ln2.forward(g, r)?;
-            } else {
-                let h = blk.ln1.forward(g, x)?;
-                let a = blk.attn.forward(g, h, attention_mask)?;
-                let a = dropout(g, a, &mut self.dropout)?;
-                x = g.add(x, a)?;
-                let h = blk.ln2.forward(g, x)?;
-                let f = blk.ffn.forward(g, h)?;
-                router_logits.extend(f.router_logits);
-                let f = dropout(g, f.y, &mut self.dropout)?;
-                x = g.add(x, f)?;
-            }
+        let mut drop = if matches!(mode, Mode::Full(_)) {
+            self.dropout.take()
+        } else {
+            None
+        };
+        let r = run_blocks(g, &self.blocks, x, mode, &mut drop, c.arch == Arch::Expert);
+        if matches!(mode, Mode::Full(_)) {
+            self.dropout = drop;
         }
-        x = self.final_norm.forward(g, x)?;
+        let (x, router_logits) = r?;
+        let x = self.final_norm.forward(g, x)?;
         let logits = match self.head {
             Some(h) => h.forward(g, x)?,
             None => {
@@ -373,6 +423,75 @@ impl Model {
             logits: out.logits,
         })
     }
+}
+
+/// How attention runs in a forward.
+enum Mode<'a> {
+    /// Over the whole sequence, with an optional key padding mask.
+    Full(Option<&'a [bool]>),
+    /// Incrementally, through a key/value cache.
+    Cached {
+        cache: &'a mut KvCache,
+        rows: &'a [usize],
+        starts: &'a [usize],
+    },
+}
+
+/// The blocks: pre-LN (`x + f(norm(x))`) or, for the ExpertModel, post-LN (`norm(x + f(x))`).
+fn run_blocks(
+    g: &mut Graph,
+    blocks: &[Block],
+    mut x: Var,
+    mode: &mut Mode,
+    drop: &mut Option<(f32, Rng)>,
+    post_ln: bool,
+) -> Result<(Var, Vec<Var>)> {
+    let mut router_logits = Vec::new();
+    x = dropout(g, x, drop)?;
+    for (l, blk) in blocks.iter().enumerate() {
+        let attn = |g: &mut Graph, h: Var, mode: &mut Mode| -> Result<Var> {
+            match mode {
+                Mode::Full(mask) => blk.attn.forward(g, h, *mask),
+                Mode::Cached {
+                    cache,
+                    rows,
+                    starts,
+                } => {
+                    let (capacity, ring) = (cache.capacity(), cache.is_ring());
+                    let step = CacheStep {
+                        layer: cache.layer(l),
+                        rows,
+                        starts,
+                        capacity,
+                        ring,
+                    };
+                    blk.attn.forward_cached(g, h, step)
+                }
+            }
+        };
+        if post_ln {
+            let a = attn(g, x, mode)?;
+            let a = dropout(g, a, drop)?;
+            let r = g.add(x, a)?;
+            x = blk.ln1.forward(g, r)?;
+            let f = blk.ffn.forward(g, x)?;
+            router_logits.extend(f.router_logits);
+            let f = dropout(g, f.y, drop)?;
+            let r = g.add(x, f)?;
+            x = blk.ln2.forward(g, r)?;
+        } else {
+            let h = blk.ln1.forward(g, x)?;
+            let a = attn(g, h, mode)?;
+            let a = dropout(g, a, drop)?;
+            x = g.add(x, a)?;
+            let h = blk.ln2.forward(g, x)?;
+            let f = blk.ffn.forward(g, h)?;
+            router_logits.extend(f.router_logits);
+            let f = dropout(g, f.y, drop)?;
+            x = g.add(x, f)?;
+        }
+    }
+    Ok((x, router_logits))
 }
 
 /// The Switch / HF Mixtral load-balancing loss over all layers' router logits:

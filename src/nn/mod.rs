@@ -8,7 +8,9 @@
 mod attention;
 mod moe;
 
-pub use attention::{Attention, AttentionSpec, rope_tables, sinusoidal_table};
+pub use attention::{
+    Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, rope_tables, sinusoidal_table,
+};
 pub use moe::{Moe, MoeOutput};
 
 use crate::autograd::{Gelu, Graph, ParamId, Rng, Var};

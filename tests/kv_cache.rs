@@ -1,0 +1,153 @@
+//! The key/value cache: logits from a cached prefill and token-by-token decode equal a full
+//! recomputation at every step, for every architecture (the sliding-window ring included), with
+//! rows of different lengths decoded together.
+
+use anvil::io::safetensors::SafeTensors;
+use anvil::models::{Config, Model};
+use std::path::PathBuf;
+
+/// Max |diff| between cached and recomputed logits. Both run the same f32 kernels; the cached
+/// path sums attention over a different key blocking (one query row), so results differ by a
+/// few ulps of the logits (~1e-7 here), far inside this bound.
+const CACHE_ATOL: f32 = 1e-5;
+
+fn fixtures() -> PathBuf {
+    match std::env::var_os("ANVIL_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+    }
+}
+
+fn fixture_ids(arch: &str) -> (Vec<u32>, usize) {
+    let f = SafeTensors::open(fixtures().join(arch).join("expected.safetensors")).unwrap();
+    let b = f.info("input_ids").unwrap().shape[0];
+    let ids = f
+        .i64s("input_ids")
+        .unwrap()
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    (ids, b)
+}
+
+/// Full-sequence logits of each row, `(T, V)` flattened per row.
+fn full_logits(m: &mut Model, ids: &[u32], b: usize) -> Vec<Vec<f32>> {
+    let out = m.forward(ids, b, None).unwrap();
+    let v = m.graph().value(out.logits).unwrap().to_vec();
+    m.graph().clear();
+    v.chunks_exact(v.len() / b).map(<[f32]>::to_vec).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Prefill row `r` with its first `prompt[r]` tokens, then decode all rows together one token
+/// at a time (rows that are done sit out), comparing against the full forward.
+fn check(name: &str, m: &mut Model, ids: &[u32], b: usize, prompt: &[usize]) {
+    let t = ids.len() / b;
+    let v = m.config().vocab_size;
+    let want = full_logits(m, ids, b);
+    let mut cache = m.new_cache(b, None);
+    let mut worst = 0.0f32;
+    for r in 0..b {
+        let p = prompt[r];
+        let row = &ids[r * t..r * t + p];
+        let l = m.forward_cached(row, &[r], &mut cache).unwrap();
+        let got = m.graph().value(l).unwrap().to_vec();
+        m.graph().clear();
+        let d = max_diff(&got, &want[r][..p * v]);
+        worst = worst.max(d);
+        assert!(d <= CACHE_ATOL, "{name}: row {r} prefill of {p}: {d}");
+    }
+    loop {
+        let rows: Vec<usize> = (0..b).filter(|&r| cache.seen(r) < t).collect();
+        if rows.is_empty() {
+            break;
+        }
+        let next: Vec<u32> = rows.iter().map(|&r| ids[r * t + cache.seen(r)]).collect();
+        let pos: Vec<usize> = rows.iter().map(|&r| cache.seen(r)).collect();
+        let l = m.forward_cached(&next, &rows, &mut cache).unwrap();
+        let got = m.graph().value(l).unwrap().to_vec();
+        m.graph().clear();
+        for (i, (&r, &p)) in rows.iter().zip(&pos).enumerate() {
+            let d = max_diff(&got[i * v..(i + 1) * v], &want[r][p * v..(p + 1) * v]);
+            worst = worst.max(d);
+            assert!(d <= CACHE_ATOL, "{name}: row {r} position {p}: {d}");
+        }
+    }
+    println!("{name}: cached vs full max|diff| {worst:.2e}");
+}
+
+#[test]
+fn cached_decode_equals_full_forward_for_every_architecture() {
+    for arch in ["gpt2", "llama", "mistral", "mixtral"] {
+        let mut m = Model::load(fixtures().join(arch)).unwrap();
+        let (ids, b) = fixture_ids(arch);
+        let t = ids.len() / b;
+        // Different prompt lengths per row, one of them a single token.
+        let prompt: Vec<usize> = (0..b).map(|r| [1, t / 2 + 1, 3][r % 3].min(t)).collect();
+        check(arch, &mut m, &ids, b, &prompt);
+    }
+}
+
+#[test]
+fn sliding_window_ring_stays_bounded_and_exact() {
+    let mut m = Model::load(fixtures().join("mistral")).unwrap();
+    let w = m
+        .config()
+        .sliding_window
+        .expect("mistral fixture has a window");
+    let (ids, b) = fixture_ids("mistral");
+    let t = ids.len() / b;
+    let cache = m.new_cache(b, None);
+    assert!(
+        cache.is_ring() && cache.capacity() == w,
+        "window {w} < context"
+    );
+    // The cache holds `w` positions however long the context.
+    let long = m.new_cache(b, Some(m.config().max_seq_len));
+    assert_eq!(long.bytes(), cache.bytes());
+    // A prompt longer than the window, then decode past it.
+    let prompt = vec![(w + 3).min(t); b];
+    check("mistral ring", &mut m, &ids, b, &prompt);
+}
+
+#[test]
+fn expert_model_cached_decode() {
+    let c = Config {
+        vocab_size: 61,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 4,
+        head_dim: 8,
+        d_ff: 48,
+        max_seq_len: 24,
+        ..Config::expert(61)
+    };
+    let mut m = Model::new(c, 4).unwrap();
+    let ids: Vec<u32> = (0..2 * 20).map(|i| (i * 13 % 61) as u32).collect();
+    check("expert", &mut m, &ids, 2, &[4, 1]);
+}
+
+#[test]
+fn cache_refuses_overflow_and_bad_rows() {
+    let mut m = Model::load(fixtures().join("gpt2")).unwrap();
+    let mut cache = m.new_cache(1, Some(4));
+    let msg = |r: Result<anvil::autograd::Var, anvil::models::Error>| r.unwrap_err().to_string();
+    let e = msg(m.forward_cached(&[1, 2, 3, 4, 5], &[0], &mut cache));
+    assert!(e.contains("exceed the context length 4"), "{e}");
+    assert!(msg(m.forward_cached(&[1], &[1], &mut cache)).contains("cache row 1 of 1"));
+    assert!(msg(m.forward_cached(&[1, 2], &[0, 0], &mut cache)).contains("given twice"));
+    assert!(msg(m.forward_cached(&[1, 2, 3], &[0, 0], &mut cache)).contains("do not split"));
+    // Nothing was consumed by the refused calls.
+    assert_eq!(cache.seen(0), 0);
+    m.forward_cached(&[1, 2, 3, 4], &[0], &mut cache).unwrap();
+    assert!(msg(m.forward_cached(&[1], &[0], &mut cache)).contains("exceed"));
+    cache.reset(0);
+    m.forward_cached(&[1], &[0], &mut cache).unwrap();
+}
