@@ -74,6 +74,30 @@ fn scale_rows_gradients_reach_weights_and_rows() {
 }
 
 #[test]
+fn logsumexp_rows() {
+    check("logsumexp", &[tensor(&[3, 5], 17)], |g, v| {
+        g.logsumexp(v[0])
+    });
+    check("logsumexp squared", &[tensor(&[2, 4], 18)], |g, v| {
+        let l = g.logsumexp(v[0])?;
+        g.mul(l, l)
+    });
+    let mut g = Graph::new().unwrap();
+    let x = g.input(
+        &Tensor::from_vec(vec![1000.0, 1000.0, -1.0, -2.0], &[2, 2]).unwrap(),
+        false,
+    );
+    let l = g.logsumexp(x).unwrap();
+    let v = g.value(l).unwrap();
+    assert_eq!(g.shape(l).unwrap(), [2]);
+    assert!(
+        (v[0] - (1000.0 + 2f32.ln())).abs() < 1e-3,
+        "no overflow: {v:?}"
+    );
+    assert!((v[1] - (-1.0 + (1.0 + (-1f32).exp()).ln())).abs() < 1e-6);
+}
+
+#[test]
 fn permute_any_axes() {
     let x = [tensor(&[2, 3, 4, 5], 12)];
     for axes in [[0, 2, 1, 3], [3, 2, 1, 0], [1, 3, 0, 2], [0, 1, 2, 3]] {

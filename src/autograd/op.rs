@@ -95,6 +95,9 @@ pub(crate) enum Op {
     Softmax {
         x: Var,
     },
+    LogSumExp {
+        x: Var,
+    },
     CrossEntropy(cross_entropy::Saved),
     Gelu {
         x: Var,
@@ -133,6 +136,7 @@ impl Op {
             | Op::Take { x, .. }
             | Op::Dropout { x, .. }
             | Op::Softmax { x }
+            | Op::LogSumExp { x }
             | Op::Gelu { x, .. }
             | Op::Silu { x } => vec![*x],
             Op::CrossEntropy(s) => vec![s.logits],
@@ -197,6 +201,7 @@ pub(crate) fn backward(
         Op::ScaleRows { x, w } => gather::scale_rows_backward(c, *x, *w, dy),
         Op::Dropout { x, mask } => dropout::backward(c, *x, mask, dy),
         Op::Softmax { x } => softmax::backward(c, *x, out, dy),
+        Op::LogSumExp { x } => softmax::logsumexp_backward(c, *x, out, dy),
         Op::CrossEntropy(s) => cross_entropy::backward(c, s, dy),
         Op::Gelu { x, kind } => gelu::backward(c, *x, *kind, dy),
         Op::Silu { x } => silu::silu_backward(c, *x, dy),

@@ -77,6 +77,14 @@ pub struct Config {
     pub experts_per_token: usize,
     /// Weight of the load-balancing loss added to the LM loss.
     pub router_aux_loss_coef: f32,
+    /// Weight of the router z-loss (mean squared log-sum-exp of the router logits).
+    pub router_z_loss_coef: f32,
+    /// Renormalise the top-k routing weights to sum to one (`false`: raw probabilities).
+    pub moe_renormalize: bool,
+    /// Multiplicative jitter on the router input in training.
+    pub router_jitter: f32,
+    /// Expert capacity as a multiple of the balanced share; `None`: dropless.
+    pub capacity_factor: Option<f32>,
     /// Dropout probability in training (the seeds' ExpertModel: 0.1; HF fixtures: 0).
     pub dropout: f32,
 }
@@ -102,6 +110,10 @@ impl Config {
             n_experts: 0,
             experts_per_token: 0,
             router_aux_loss_coef: 0.0,
+            router_z_loss_coef: 0.0,
+            moe_renormalize: true,
+            router_jitter: 0.0,
+            capacity_factor: None,
             dropout: 0.1,
         }
     }
@@ -126,6 +138,16 @@ impl Config {
             d_ff: ff,
             ..Config::expert(v)
         })
+    }
+
+    /// The mixture layers' routing.
+    pub fn routing(&self) -> crate::nn::Routing {
+        crate::nn::Routing {
+            top_k: self.experts_per_token,
+            renormalize: self.moe_renormalize,
+            jitter: self.router_jitter,
+            capacity_factor: self.capacity_factor,
+        }
     }
 
     /// Checks the sizes fit together.
@@ -170,6 +192,11 @@ impl Config {
                 "experts_per_token {} of {} experts",
                 self.experts_per_token, self.n_experts
             ));
+        }
+        if self.capacity_factor.is_some_and(|c| c <= 0.0)
+            || !(0.0..1.0).contains(&self.router_jitter)
+        {
+            return bad("capacity_factor must be positive and router_jitter in [0, 1)".into());
         }
         if self.sliding_window == Some(0) {
             return bad("sliding_window must be positive".into());
@@ -273,6 +300,10 @@ impl Config {
                     } else {
                         0.0
                     },
+                    router_z_loss_coef: f.opt_f32("router_z_loss_coef")?.unwrap_or(0.0),
+                    moe_renormalize: f.opt_bool("moe_renormalize")?.unwrap_or(true),
+                    router_jitter: f.opt_f32("router_jitter_noise")?.unwrap_or(0.0),
+                    capacity_factor: f.opt_f32("capacity_factor")?,
                     dropout: 0.0,
                 }
             }
@@ -291,6 +322,10 @@ impl Config {
                 n_experts: f.opt_usize("n_experts")?.unwrap_or(0),
                 experts_per_token: f.opt_usize("experts_per_token")?.unwrap_or(0),
                 router_aux_loss_coef: f.opt_f32("router_aux_loss_coef")?.unwrap_or(0.0),
+                router_z_loss_coef: f.opt_f32("router_z_loss_coef")?.unwrap_or(0.0),
+                moe_renormalize: f.opt_bool("moe_renormalize")?.unwrap_or(true),
+                router_jitter: f.opt_f32("router_jitter")?.unwrap_or(0.0),
+                capacity_factor: f.opt_f32("capacity_factor")?,
                 dropout: f.opt_f32("dropout")?.unwrap_or(0.1),
                 ..Config::expert(0)
             },
@@ -339,6 +374,13 @@ impl Config {
                         ("num_local_experts", n(self.n_experts)),
                         ("num_experts_per_tok", n(self.experts_per_token)),
                         ("router_aux_loss_coef", f(self.router_aux_loss_coef)),
+                        ("router_z_loss_coef", f(self.router_z_loss_coef)),
+                        ("moe_renormalize", Value::Bool(self.moe_renormalize)),
+                        ("router_jitter_noise", f(self.router_jitter)),
+                        (
+                            "capacity_factor",
+                            self.capacity_factor.map_or(Value::Null, f),
+                        ),
                     ]);
                 }
             }
@@ -355,6 +397,13 @@ impl Config {
                 ("n_experts", n(self.n_experts)),
                 ("experts_per_token", n(self.experts_per_token)),
                 ("router_aux_loss_coef", f(self.router_aux_loss_coef)),
+                ("router_z_loss_coef", f(self.router_z_loss_coef)),
+                ("moe_renormalize", Value::Bool(self.moe_renormalize)),
+                ("router_jitter", f(self.router_jitter)),
+                (
+                    "capacity_factor",
+                    self.capacity_factor.map_or(Value::Null, f),
+                ),
             ]),
         }
         Value::Object(o.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).to_json_pretty()

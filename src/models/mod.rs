@@ -15,7 +15,7 @@ pub use load::CHECKPOINT_CONFIG_KEY;
 
 use crate::autograd::{Gelu, Graph, IGNORE_INDEX, ParamId, Rng, Var};
 use crate::nn::{
-    Attention, AttentionSpec, Builder, CacheStep, Ffn, Init, KvCache, Linear, Moe, Norm,
+    Attention, AttentionSpec, Builder, CacheStep, Ffn, Init, KvCache, Linear, Moe, MoeStats, Norm,
     RandomInit, Source, SwiGlu, sinusoidal_table,
 };
 use crate::tensor::Tensor;
@@ -47,10 +47,12 @@ pub struct Output {
     pub logits: Var,
     /// `(B * T, E)` per mixture layer.
     pub router_logits: Vec<Var>,
+    /// Routing statistics per mixture layer.
+    pub moe_stats: Vec<MoeStats>,
 }
 
 /// The training objective: HF's causal-LM loss plus, for mixtures, the weighted balancing loss.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Loss {
     /// `lm + router_aux_loss_coef * aux`: what backward starts from.
     pub total: Var,
@@ -58,7 +60,11 @@ pub struct Loss {
     pub lm: Var,
     /// The load-balancing loss (mixtures only).
     pub aux: Option<Var>,
+    /// The router z-loss (mixtures with a z-loss weight only).
+    pub z: Option<Var>,
     pub logits: Var,
+    /// Routing statistics per mixture layer.
+    pub moe_stats: Vec<MoeStats>,
 }
 
 /// Parameter memory at each storage precision, in bytes.
@@ -81,8 +87,8 @@ pub struct Model {
     final_norm: Norm,
     /// `None`: the head is the transposed token embedding (tied).
     head: Option<Linear>,
-    /// Dropout in training mode (`None` in eval mode or when the config's dropout is 0).
-    dropout: Option<(f32, Rng)>,
+    /// The training-mode generator (dropout, router jitter); `None` in eval mode.
+    training: Option<Rng>,
 }
 
 impl std::fmt::Debug for Model {
@@ -163,7 +169,7 @@ impl Model {
             blocks,
             final_norm,
             head,
-            dropout: None,
+            training: None,
         })
     }
 
@@ -193,12 +199,20 @@ impl Model {
             .find_map(|(n, p)| (n == name).then_some(*p))
     }
 
-    /// Training mode: dropout with the config's probability, drawn from `seed`. Eval mode
-    /// (`None`, the default): no dropout.
+    /// Training mode: dropout with the config's probability and router jitter, drawn from
+    /// `seed`. Eval mode (`None`, the default): neither.
     pub fn set_training(&mut self, seed: Option<u64>) {
-        self.dropout = seed
-            .filter(|_| self.config.dropout > 0.0)
-            .map(|s| (self.config.dropout, Rng::new(s)));
+        self.training = seed.map(Rng::new);
+    }
+
+    /// The training-mode generator's state (for exact resume), `None` in eval mode.
+    pub fn training_state(&self) -> Option<u64> {
+        self.training.as_ref().map(Rng::state)
+    }
+
+    /// Restores a training-mode generator state from [`Model::training_state`].
+    pub fn set_training_state(&mut self, state: Option<u64>) {
+        self.training = state.map(Rng::new);
     }
 
     /// Number of parameters; `non_embedding` leaves out the token embedding (and, like HF and
@@ -355,16 +369,20 @@ impl Model {
             }
             Positions::Rotary => {}
         }
-        let mut drop = if matches!(mode, Mode::Full(_)) {
-            self.dropout.take()
+        let mut rng = if matches!(mode, Mode::Full(_)) {
+            self.training.take()
         } else {
             None
         };
-        let r = run_blocks(g, &self.blocks, x, mode, &mut drop, c.arch == Arch::Expert);
+        let mut train = Train {
+            p: c.dropout,
+            rng: rng.as_mut(),
+        };
+        let r = run_blocks(g, &self.blocks, x, mode, &mut train, c.arch == Arch::Expert);
         if matches!(mode, Mode::Full(_)) {
-            self.dropout = drop;
+            self.training = rng;
         }
-        let (x, router_logits) = r?;
+        let (x, router_logits, moe_stats) = r?;
         let x = self.final_norm.forward(g, x)?;
         let logits = match self.head {
             Some(h) => h.forward(g, x)?,
@@ -376,6 +394,7 @@ impl Model {
         Ok(Output {
             logits,
             router_logits,
+            moe_stats,
         })
     }
 
@@ -404,23 +423,27 @@ impl Model {
             .collect();
         let g = &mut self.graph;
         let lm = g.cross_entropy(out.logits, &targets, IGNORE_INDEX)?;
-        let (total, aux) = if out.router_logits.is_empty() {
-            (lm, None)
-        } else {
-            let aux = load_balancing_loss(
-                g,
-                &out.router_logits,
-                self.config.n_experts,
-                self.config.experts_per_token,
-            )?;
-            let weighted = g.scale(aux, self.config.router_aux_loss_coef)?;
-            (g.add(lm, weighted)?, Some(aux))
-        };
+        let c = &self.config;
+        let (mut total, mut aux, mut z) = (lm, None, None);
+        if !out.router_logits.is_empty() {
+            let a = load_balancing_loss(g, &out.router_logits, c.n_experts, c.experts_per_token)?;
+            let weighted = g.scale(a, c.router_aux_loss_coef)?;
+            total = g.add(total, weighted)?;
+            aux = Some(a);
+            if c.router_z_loss_coef > 0.0 {
+                let zl = router_z_loss(g, &out.router_logits)?;
+                let weighted = g.scale(zl, c.router_z_loss_coef)?;
+                total = g.add(total, weighted)?;
+                z = Some(zl);
+            }
+        }
         Ok(Loss {
             total,
             lm,
             aux,
+            z,
             logits: out.logits,
+            moe_stats: out.moe_stats,
         })
     }
 }
@@ -443,11 +466,11 @@ fn run_blocks(
     blocks: &[Block],
     mut x: Var,
     mode: &mut Mode,
-    drop: &mut Option<(f32, Rng)>,
+    tr: &mut Train,
     post_ln: bool,
-) -> Result<(Var, Vec<Var>)> {
-    let mut router_logits = Vec::new();
-    x = dropout(g, x, drop)?;
+) -> Result<(Var, Vec<Var>, Vec<MoeStats>)> {
+    let (mut router_logits, mut stats) = (Vec::new(), Vec::new());
+    x = tr.dropout(g, x)?;
     for (l, blk) in blocks.iter().enumerate() {
         let attn = |g: &mut Graph, h: Var, mode: &mut Mode| -> Result<Var> {
             match mode {
@@ -469,29 +492,60 @@ fn run_blocks(
                 }
             }
         };
+        let mut ffn = |g: &mut Graph, h: Var, tr: &mut Train| -> Result<Var> {
+            let f = blk.ffn.forward(g, h, tr.rng.as_deref_mut())?;
+            if let Some((l, s)) = f.router {
+                router_logits.push(l);
+                stats.push(s);
+            }
+            tr.dropout(g, f.y)
+        };
         if post_ln {
             let a = attn(g, x, mode)?;
-            let a = dropout(g, a, drop)?;
+            let a = tr.dropout(g, a)?;
             let r = g.add(x, a)?;
             x = blk.ln1.forward(g, r)?;
-            let f = blk.ffn.forward(g, x)?;
-            router_logits.extend(f.router_logits);
-            let f = dropout(g, f.y, drop)?;
+            let f = ffn(g, x, tr)?;
             let r = g.add(x, f)?;
             x = blk.ln2.forward(g, r)?;
         } else {
             let h = blk.ln1.forward(g, x)?;
             let a = attn(g, h, mode)?;
-            let a = dropout(g, a, drop)?;
+            let a = tr.dropout(g, a)?;
             x = g.add(x, a)?;
             let h = blk.ln2.forward(g, x)?;
-            let f = blk.ffn.forward(g, h)?;
-            router_logits.extend(f.router_logits);
-            let f = dropout(g, f.y, drop)?;
+            let f = ffn(g, h, tr)?;
             x = g.add(x, f)?;
         }
     }
-    Ok((x, router_logits))
+    Ok((x, router_logits, stats))
+}
+
+/// Training-mode randomness: dropout probability and the generator (`None` in eval mode).
+struct Train<'a> {
+    p: f32,
+    rng: Option<&'a mut Rng>,
+}
+
+impl Train<'_> {
+    fn dropout(&mut self, g: &mut Graph, x: Var) -> Result<Var> {
+        Ok(match self.rng.as_deref_mut() {
+            Some(rng) if self.p > 0.0 => g.dropout(x, self.p, rng)?,
+            _ => x,
+        })
+    }
+}
+
+/// The router z-loss over all layers: the mean over tokens of `logsumexp(router logits)^2`
+/// (ST-MoE), which keeps router logits small.
+///
+/// # Errors
+/// Shape errors from the graph.
+pub fn router_z_loss(g: &mut Graph, router_logits: &[Var]) -> Result<Var> {
+    let all = g.concat(router_logits, 0)?;
+    let lse = g.logsumexp(all)?;
+    let sq = g.mul(lse, lse)?;
+    Ok(g.mean(sq)?)
 }
 
 /// The Switch / HF Mixtral load-balancing loss over all layers' router logits:
@@ -530,13 +584,6 @@ fn normal() -> Init {
     Init::Normal(crate::nn::INIT_STD)
 }
 
-fn dropout(g: &mut Graph, x: Var, d: &mut Option<(f32, Rng)>) -> Result<Var> {
-    Ok(match d {
-        Some((p, rng)) => g.dropout(x, *p, rng)?,
-        None => x,
-    })
-}
-
 fn spec(c: &Config, rope: bool) -> AttentionSpec {
     AttentionSpec {
         n_heads: c.n_heads,
@@ -573,7 +620,7 @@ fn llama_block(b: &mut Builder, c: &Config) -> Result<Block> {
             d,
             c.d_ff,
             c.n_experts,
-            c.experts_per_token,
+            c.routing(),
         )?)
     } else {
         Ffn::SwiGlu(b.scope("mlp", |b| {
@@ -597,14 +644,7 @@ fn expert_block(b: &mut Builder, c: &Config) -> Result<Block> {
     let attn = Attention::with_bias(b, "attn", d, spec(c, false))?;
     let ln1 = Norm::layer(b, "ln1", d, c.norm_eps)?;
     let ffn = if c.n_experts > 0 {
-        Ffn::Moe(Moe::mixtral(
-            b,
-            "moe",
-            d,
-            c.d_ff,
-            c.n_experts,
-            c.experts_per_token,
-        )?)
+        Ffn::Moe(Moe::mixtral(b, "moe", d, c.d_ff, c.n_experts, c.routing())?)
     } else {
         b.scope("ffn", |b| {
             Ok::<_, Error>(Ffn::Mlp {

@@ -11,7 +11,7 @@ mod moe;
 pub use attention::{
     Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, rope_tables, sinusoidal_table,
 };
-pub use moe::{Moe, MoeOutput};
+pub use moe::{Moe, MoeOutput, MoeStats, Routing, assign as moe_assign};
 
 use crate::autograd::{Gelu, Graph, ParamId, Rng, Var};
 use crate::models::{Error, Result};
@@ -275,36 +275,37 @@ impl SwiGlu {
     }
 }
 
-/// What a feed-forward returns: its output and, for a mixture, the router logits.
+/// What a feed-forward returns: its output and, for a mixture, the router logits `(tokens, E)`
+/// and the routing statistics.
 pub struct FfnOutput {
     pub y: Var,
-    pub router_logits: Option<Var>,
+    pub router: Option<(Var, MoeStats)>,
 }
 
 impl Ffn {
-    /// `// x: (B, T, d) -> (B, T, d)`
+    /// `// x: (B, T, d) -> (B, T, d)`. `rng`: the training-mode generator (router jitter).
     ///
     /// # Errors
     /// Shape errors from the graph.
-    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<FfnOutput> {
+    pub fn forward(&self, g: &mut Graph, x: Var, rng: Option<&mut Rng>) -> Result<FfnOutput> {
         Ok(match self {
             Ffn::Mlp { fc, proj, act } => {
                 let h = fc.forward(g, x)?;
                 let h = g.gelu(h, *act)?;
                 FfnOutput {
                     y: proj.forward(g, h)?,
-                    router_logits: None,
+                    router: None,
                 }
             }
             Ffn::SwiGlu(s) => FfnOutput {
                 y: s.forward(g, x)?,
-                router_logits: None,
+                router: None,
             },
             Ffn::Moe(m) => {
-                let o = m.forward(g, x)?;
+                let o = m.forward(g, x, rng)?;
                 FfnOutput {
                     y: o.y,
-                    router_logits: Some(o.router_logits),
+                    router: Some((o.router_logits, o.stats)),
                 }
             }
         })

@@ -1,29 +1,76 @@
-//! The mixture-of-experts feed-forward as Mixtral has it: a linear router, softmax, top-k, the
-//! k weights renormalised to sum to one, and SwiGLU experts.
+//! The mixture-of-experts feed-forward: a linear router computed in f32, softmax, top-k, the k
+//! weights renormalised to sum to one (or the raw probabilities kept), optional multiplicative
+//! jitter in training, an optional capacity per expert with token dropping, and SwiGLU experts.
 //!
 //! Dispatch groups the tokens of each expert, so each expert runs one GEMM over its tokens
 //! (`index_select`), scales its rows by their routing weights (`scale_rows`), and one
 //! `index_add` combines every expert's rows back into token order. Renormalised top-k softmax
-//! probabilities equal a softmax over the k selected logits, which is how the weights are
-//! computed (one op, exact gradient to the router).
+//! probabilities equal a softmax over the k selected logits, which is how they are computed (one
+//! op, exact gradient to the router).
+//!
+//! Capacity: with a capacity factor `c`, expert `e` keeps at most `ceil(c * N * k / E)` of the
+//! `(token, choice)` slots routed to it, first choices of all tokens before second choices, each
+//! in token order (GShard's priority). A dropped slot contributes nothing, so a token whose every
+//! slot is dropped leaves the layer as zero and the block's residual passes it on unchanged.
+//! Without a capacity (dropless) every slot is kept.
 
 use super::{Builder, Linear, SwiGlu};
 use crate::autograd::ops::gather::topk_indices;
-use crate::autograd::{Graph, Var};
+use crate::autograd::{Graph, Rng, Var};
 use crate::models::Result;
+use crate::tensor::Tensor;
+
+/// How tokens are routed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Routing {
+    /// Experts per token.
+    pub top_k: usize,
+    /// Renormalise the k probabilities to sum to one (Mixtral); `false` keeps the raw softmax
+    /// probabilities (Switch with k = 1).
+    pub renormalize: bool,
+    /// Multiplicative jitter on the router input in training: `x * U(1 - j, 1 + j)`.
+    pub jitter: f32,
+    /// Slots per expert as a multiple of the balanced share `N * k / E`; `None`: dropless.
+    pub capacity_factor: Option<f32>,
+}
+
+impl Routing {
+    /// Mixtral's routing: top-k, renormalised, no jitter, dropless.
+    pub fn top_k(k: usize) -> Self {
+        Routing {
+            top_k: k,
+            renormalize: true,
+            jitter: 0.0,
+            capacity_factor: None,
+        }
+    }
+}
 
 /// Router plus experts.
 #[derive(Clone, Debug)]
 pub struct Moe {
     pub router: Linear,
     pub experts: Vec<SwiGlu>,
-    pub top_k: usize,
+    pub routing: Routing,
 }
 
-/// The mixture's output and the router logits `(tokens, experts)` for the balancing loss.
+/// What one forward of a mixture saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MoeStats {
+    /// Kept `(token, choice)` slots per expert.
+    pub load: Vec<usize>,
+    /// Slots dropped for capacity.
+    pub dropped: usize,
+    /// Mean entropy of the router distribution over tokens, in nats (`ln E` is uniform).
+    pub entropy: f32,
+}
+
+/// The mixture's output, the router logits `(tokens, experts)` for the balancing losses, and
+/// the routing statistics.
 pub struct MoeOutput {
     pub y: Var,
     pub router_logits: Var,
+    pub stats: MoeStats,
 }
 
 impl Moe {
@@ -38,7 +85,7 @@ impl Moe {
         d: usize,
         ff: usize,
         n_experts: usize,
-        top_k: usize,
+        routing: Routing,
     ) -> Result<Self> {
         b.scope(name, |b| {
             let router = Linear::new(b, "gate", d, n_experts, false)?;
@@ -56,49 +103,126 @@ impl Moe {
             Ok(Moe {
                 router,
                 experts,
-                top_k,
+                routing,
             })
         })
     }
 
-    /// `// x: (..., d) -> (..., d)`, router logits `(tokens, E)`.
+    /// `// x: (..., d) -> (..., d)`, router logits `(tokens, E)`. `rng` is the training-mode
+    /// generator for jitter (`None` in evaluation: no jitter).
     ///
     /// # Errors
     /// Shape errors from the graph.
-    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<MoeOutput> {
+    pub fn forward(&self, g: &mut Graph, x: Var, rng: Option<&mut Rng>) -> Result<MoeOutput> {
         let shape = g.shape(x)?.to_vec();
         let d = *shape.last().unwrap_or(&0);
         let n = shape.iter().product::<usize>() / d.max(1);
         let flat = g.reshape(x, &[n, d])?;
-        let logits = self.router.forward(g, flat)?;
+        let r = self.routing;
+        let router_in = match rng {
+            Some(rng) if r.jitter > 0.0 => {
+                let noise: Vec<f32> = (0..n * d)
+                    .map(|_| 1.0 - r.jitter + 2.0 * r.jitter * rng.next_f32())
+                    .collect();
+                let noise = g.input(&Tensor::from_vec(noise, &[n, d])?, false);
+                g.mul(flat, noise)?
+            }
+            _ => flat,
+        };
+        let logits = self.router.forward(g, router_in)?;
         let e = self.experts.len();
-        let k = self.top_k;
+        let k = r.top_k;
         let idx = topk_indices(g.value(logits)?, e, k);
-        let chosen = g.take(logits, &idx, k)?;
-        let weights = g.softmax(chosen)?;
+        let entropy = mean_entropy(g.value(logits)?, e);
+        let weights = if r.renormalize {
+            let chosen = g.take(logits, &idx, k)?;
+            g.softmax(chosen)?
+        } else {
+            let probs = g.softmax(logits)?;
+            g.take(probs, &idx, k)?
+        };
         let weights = g.reshape(weights, &[n * k])?;
+        let (kept, dropped) = assign(&idx, n, e, k, r.capacity_factor);
         let mut parts = Vec::with_capacity(e);
         let mut rows_all = Vec::with_capacity(n * k);
-        for (ex, expert) in self.experts.iter().enumerate() {
-            // Slots (token * k + j) routed to this expert, in token order.
-            let slots: Vec<u32> = (0..(n * k) as u32)
-                .filter(|&s| idx[s as usize] as usize == ex)
-                .collect();
+        let mut load = vec![0; e];
+        for (ex, (expert, slots)) in self.experts.iter().zip(&kept).enumerate() {
+            load[ex] = slots.len();
             if slots.is_empty() {
                 continue;
             }
             let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
             let xe = g.index_select(flat, &rows)?;
             let ye = expert.forward(g, xe)?;
-            let we = g.index_select(weights, &slots)?;
+            let we = g.index_select(weights, slots)?;
             parts.push(g.scale_rows(ye, we)?);
             rows_all.extend_from_slice(&rows);
         }
-        let all = g.concat(&parts, 0)?;
-        let y = g.index_add(all, &rows_all, n)?;
+        let y = if parts.is_empty() {
+            // Every slot dropped: the layer adds nothing.
+            g.scale(flat, 0.0)?
+        } else {
+            let all = g.concat(&parts, 0)?;
+            g.index_add(all, &rows_all, n)?
+        };
         Ok(MoeOutput {
             y: g.reshape(y, &shape)?,
             router_logits: logits,
+            stats: MoeStats {
+                load,
+                dropped,
+                entropy,
+            },
         })
     }
+}
+
+/// The kept slots (`token * k + choice`) of each expert and the number dropped: with a capacity,
+/// first choices of all tokens come before second choices, each in token order.
+pub fn assign(
+    idx: &[u32],
+    n: usize,
+    e: usize,
+    k: usize,
+    capacity_factor: Option<f32>,
+) -> (Vec<Vec<u32>>, usize) {
+    let cap = capacity_factor.map_or(usize::MAX, |c| {
+        (f64::from(c) * (n * k) as f64 / e.max(1) as f64).ceil() as usize
+    });
+    let mut kept: Vec<Vec<u32>> = vec![Vec::new(); e];
+    let mut dropped = 0;
+    for j in 0..k {
+        for t in 0..n {
+            let slot = t * k + j;
+            let ex = idx[slot] as usize;
+            if kept[ex].len() < cap {
+                kept[ex].push(slot as u32);
+            } else {
+                dropped += 1;
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+/// Mean over rows of the entropy (nats) of `softmax(row)`.
+fn mean_entropy(logits: &[f32], e: usize) -> f32 {
+    let rows = logits.len() / e.max(1);
+    if rows == 0 {
+        return 0.0;
+    }
+    let total: f64 = logits
+        .chunks_exact(e)
+        .map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&v| f64::from(v - m).exp()).sum();
+            row.iter()
+                .map(|&v| {
+                    let p = f64::from(v - m).exp() / z;
+                    if p > 0.0 { -p * p.ln() } else { 0.0 }
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    (total / rows as f64) as f32
 }
