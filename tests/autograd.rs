@@ -3,7 +3,7 @@
 
 mod gradcheck;
 
-use anvil::autograd::{CausalMask, Gelu, Graph, ParamId, Var};
+use anvil::autograd::{AttnConfig, CausalMask, Gelu, Graph, ParamId, Var};
 use anvil::tensor::{Error, Tensor};
 use gradcheck::tensor;
 
@@ -353,4 +353,206 @@ fn lm_step_bit_identical_on_one_and_two_threads() {
         })
     };
     assert_eq!(run(1), run(2));
+}
+
+/// Attention composed from primitive graph ops, head by head:
+/// `softmax_causal(scale q_h k_g^T + pad) v_g`, heads concatenated back into `(B, Tq, Hq*D)`.
+/// The padding enters as an added `(B, Tq, Tk)` constant of 0 / -inf.
+fn composed_attention(
+    g: &mut Graph,
+    [q, k, v]: [Var; 3],
+    cfg: AttnConfig,
+    pad: Option<&[bool]>,
+) -> anvil::tensor::Result<Var> {
+    let (qs, ks) = (g.shape(q)?.to_vec(), g.shape(k)?.to_vec());
+    let (b, tq, tk) = (qs[0], qs[1], ks[1]);
+    let d = qs[2] / cfg.heads;
+    let split = |g: &mut Graph, x: Var, t: usize, h: usize, heads: usize| {
+        let x4 = g.reshape(x, &[b, t, heads, d])?;
+        let xh = g.narrow(x4, 2, h, 1)?;
+        g.reshape(xh, &[b, t, d])
+    };
+    let bias = pad.map(|m| {
+        let vals = (0..b * tq * tk)
+            .map(|i| {
+                if m[i / (tq * tk) * tk + i % tk] {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        g.input(&Tensor::from_vec(vals, &[b, tq, tk]).unwrap(), false)
+    });
+    let mut heads = Vec::new();
+    for h in 0..cfg.heads {
+        let kvh = h / (cfg.heads / cfg.kv_heads);
+        let qh = split(g, q, tq, h, cfg.heads)?;
+        let kh = split(g, k, tk, kvh, cfg.kv_heads)?;
+        let vh = split(g, v, tk, kvh, cfg.kv_heads)?;
+        let kt = g.transpose(kh)?;
+        let s = g.matmul(qh, kt)?;
+        let mut s = g.scale(s, cfg.spec.scale)?;
+        if let Some(bias) = bias {
+            s = g.add(s, bias)?;
+        }
+        let p = if cfg.spec.causal {
+            let mask = CausalMask {
+                block_rows: tq,
+                offset: tk - tq,
+                window: cfg.spec.window,
+            };
+            g.softmax_causal(s, mask)?
+        } else {
+            g.softmax(s)?
+        };
+        let o = g.matmul(p, vh)?;
+        heads.push(g.reshape(o, &[b, tq, 1, d])?);
+    }
+    let o = g.concat(&heads, 2)?;
+    g.reshape(o, &[b, tq, cfg.heads * d])
+}
+
+/// Both paths are f32; they differ in summation order (blocked online softmax vs whole rows,
+/// the GEMM vs the attention tiles): a few ulp of the largest magnitudes involved.
+const FUSED_VS_COMPOSED_RTOL: f32 = 2e-5;
+
+fn assert_close_rel(what: &str, a: &[f32], b: &[f32]) {
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= FUSED_VS_COMPOSED_RTOL * scale,
+            "{what}[{i}]: fused {x} vs composed {y}"
+        );
+    }
+}
+
+#[test]
+fn fused_attention_equals_the_composition_forward_and_backward() {
+    let pad: Vec<bool> = (0..2 * 70).map(|i| i % 70 >= 3 && i != 100).collect();
+    let cases = [
+        ("causal mha", 70, 70, 4, 4, 16, true, None, false),
+        (
+            "gqa window kv-offset",
+            40,
+            70,
+            6,
+            2,
+            8,
+            true,
+            Some(20),
+            false,
+        ),
+        ("gqa causal padded", 70, 70, 4, 2, 5, true, None, true),
+        ("bidirectional padded", 70, 70, 2, 1, 12, false, None, true),
+    ];
+    for (name, tq, tk, hq, hkv, d, causal, window, padded) in cases {
+        let cfg = AttnConfig {
+            heads: hq,
+            kv_heads: hkv,
+            spec: anvil::autograd::AttnSpec {
+                scale: 1.0 / (d as f32).sqrt(),
+                causal,
+                window,
+            },
+        };
+        let mask = padded.then_some(pad.as_slice());
+        let ts = [
+            tensor(&[2, tq, hq * d], 60),
+            tensor(&[2, tk, hkv * d], 61),
+            tensor(&[2, tk, hkv * d], 62),
+        ];
+        let probe = tensor(&[2 * tq * hq * d], 63);
+        let run = |fused: bool| {
+            let mut g = Graph::new().unwrap();
+            let vars = ts.clone().map(|t| g.input(&t, true));
+            let y = if fused {
+                g.attention(vars[0], vars[1], vars[2], cfg, mask).unwrap()
+            } else {
+                composed_attention(&mut g, vars, cfg, mask).unwrap()
+            };
+            let out = g.value(y).unwrap().to_vec();
+            let flat = g.reshape(y, &[2 * tq * hq * d]).unwrap();
+            let p = g.input(&probe, false);
+            let prod = g.mul(flat, p).unwrap();
+            let loss = g.sum(prod).unwrap();
+            let grads = g.backward(loss).unwrap();
+            let gs: Vec<Vec<f32>> = vars
+                .iter()
+                .map(|v| grads.get(*v).unwrap().to_vec())
+                .collect();
+            (out, gs)
+        };
+        let (fo, fg) = run(true);
+        let (co, cg) = run(false);
+        assert_close_rel(&format!("{name} out"), &fo, &co);
+        for (i, (a, b)) in fg.iter().zip(&cg).enumerate() {
+            assert_close_rel(&format!("{name} d{}", ["q", "k", "v"][i]), a, b);
+        }
+    }
+}
+
+#[test]
+fn attention_and_rope_bit_identical_on_one_and_two_threads() {
+    let (b, t, h, d) = (2, 96, 4, 32);
+    let x = tensor(&[b, t, 3 * h * d], 70);
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let xv = g.input(&x, true);
+            let parts = g.split(xv, 2, &[h * d, h * d, h * d]).unwrap();
+            let q = g.rope(parts[0], d, &pos, 10000.0).unwrap();
+            let k = g.rope(parts[1], d, &pos, 10000.0).unwrap();
+            let cfg = AttnConfig::causal(h, d);
+            let y = g.attention(q, k, parts[2], cfg, None).unwrap();
+            let sq = g.mul(y, y).unwrap();
+            let loss = g.sum(sq).unwrap();
+            let mut out = bits(g.value(y).unwrap());
+            let grads = g.backward(loss).unwrap();
+            out.extend(bits(grads.get(xv).unwrap()));
+            out
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn attention_and_rope_shape_errors_name_the_op() {
+    let mut g = Graph::new().unwrap();
+    let q = g.input(&tensor(&[2, 3, 8], 1), true);
+    let k = g.input(&tensor(&[2, 4, 4], 2), true);
+    let flat = g.input(&tensor(&[8], 3), true);
+    let op = |r: Result<Var, Error>| match r {
+        Err(Error::Shape { op, detail }) => (op, detail),
+        other => panic!("expected a shape error, got {other:?}"),
+    };
+    let cfg = AttnConfig {
+        kv_heads: 1,
+        ..AttnConfig::causal(2, 4)
+    };
+    assert!(g.attention(q, k, k, cfg, None).is_ok());
+    let (name, detail) = op(g.attention(flat, k, k, cfg, None));
+    assert_eq!(name, "attention");
+    assert!(
+        detail.contains("[8]") && detail.contains("[2, 4, 4]"),
+        "{detail}"
+    );
+    assert_eq!(op(g.attention(q, q, k, cfg, None)).0, "attention");
+    assert_eq!(op(g.attention(k, q, q, cfg, None)).0, "attention"); // Tq > Tk
+    let three = AttnConfig { kv_heads: 3, ..cfg };
+    assert_eq!(op(g.attention(q, k, k, three, None)).0, "attention");
+    let odd = AttnConfig { heads: 3, ..cfg };
+    assert_eq!(op(g.attention(q, k, k, odd, None)).0, "attention");
+    assert!(matches!(
+        g.attention(q, k, k, cfg, Some(&[true; 3])),
+        Err(Error::Kernel(_))
+    ));
+    assert_eq!(op(g.rope(q, 3, &[0, 1, 2], 1e4)).0, "rope");
+    assert_eq!(op(g.rope(flat, 4, &[0], 1e4)).0, "rope");
+    assert!(matches!(g.rope(q, 4, &[0, 1], 1e4), Err(Error::Kernel(_))));
 }

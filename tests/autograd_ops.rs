@@ -3,7 +3,7 @@
 
 mod gradcheck;
 
-use anvil::autograd::{CausalMask, Gelu, IGNORE_INDEX, Rng};
+use anvil::autograd::{AttnConfig, AttnSpec, CausalMask, Gelu, IGNORE_INDEX, Rng};
 use gradcheck::{check, tensor};
 
 #[test]
@@ -335,4 +335,101 @@ fn forward_values_match_f64_references() {
         }
     }
     close("softmax causal", g.value(y).unwrap(), &want);
+}
+
+fn attn_cfg(
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    causal: bool,
+    window: Option<usize>,
+) -> AttnConfig {
+    AttnConfig {
+        heads,
+        kv_heads,
+        spec: AttnSpec {
+            scale: 1.0 / (d as f32).sqrt(),
+            causal,
+            window,
+        },
+    }
+}
+
+#[test]
+fn attention_causal_multi_head() {
+    // q, k, v: (B 2, T 5, H 2 * D 3).
+    let ins = [
+        tensor(&[2, 5, 6], 40),
+        tensor(&[2, 5, 6], 41),
+        tensor(&[2, 5, 6], 42),
+    ];
+    let cfg = attn_cfg(2, 2, 3, true, None);
+    check("attention causal", &ins, |g, v| {
+        g.attention(v[0], v[1], v[2], cfg, None)
+    });
+    let cfg = attn_cfg(2, 2, 3, false, None);
+    check("attention bidirectional", &ins, |g, v| {
+        g.attention(v[0], v[1], v[2], cfg, None)
+    });
+}
+
+#[test]
+fn attention_gqa_window_padding_and_kv_offset() {
+    // 4 query heads on 2 kv heads of size 2; 3 queries at the end of 6 keys; window 3; batch 1
+    // has its first two keys padded, batch 0 none.
+    let ins = [
+        tensor(&[2, 3, 8], 43),
+        tensor(&[2, 6, 4], 44),
+        tensor(&[2, 6, 4], 45),
+    ];
+    let cfg = attn_cfg(4, 2, 2, true, Some(3));
+    let mask: Vec<bool> = (0..12).map(|i| !(6..8).contains(&i)).collect();
+    check("attention gqa window pad", &ins, |g, v| {
+        g.attention(v[0], v[1], v[2], cfg, Some(&mask))
+    });
+    // A fully padded batch: its outputs are 0 and no gradient flows from them.
+    let mask: Vec<bool> = (0..12).map(|i| i >= 6).collect();
+    let cfg = attn_cfg(4, 1, 2, false, None);
+    let ins = [
+        tensor(&[2, 3, 8], 46),
+        tensor(&[2, 6, 2], 47),
+        tensor(&[2, 6, 2], 48),
+    ];
+    check("attention fully padded", &ins, |g, v| {
+        g.attention(v[0], v[1], v[2], cfg, Some(&mask))
+    });
+}
+
+#[test]
+fn attention_input_used_twice() {
+    let ins = [tensor(&[2, 4, 6], 49)];
+    let cfg = attn_cfg(2, 2, 3, true, None);
+    check("attention x x x", &ins, |g, v| {
+        g.attention(v[0], v[0], v[0], cfg, None)
+    });
+    let ins = [tensor(&[1, 4, 4], 50), tensor(&[1, 4, 4], 51)];
+    let cfg = attn_cfg(2, 1, 2, true, Some(2));
+    let ins2 = [ins[0].clone(), tensor(&[1, 4, 2], 51)];
+    check("attention q k k", &ins2, |g, v| {
+        g.attention(v[0], v[1], v[1], cfg, None)
+    });
+    let cfg = attn_cfg(2, 2, 2, true, None);
+    check("attention then mul by q", &ins, |g, v| {
+        let y = g.attention(v[0], v[1], v[1], cfg, None)?;
+        g.mul(y, v[0])
+    });
+}
+
+#[test]
+fn rope_shared_and_per_token_positions() {
+    // x: (B 2, T 3, H 2 * D 4).
+    let ins = [tensor(&[2, 3, 8], 52)];
+    check("rope", &ins, |g, v| g.rope(v[0], 4, &[0, 1, 2], 10000.0));
+    check("rope per token", &ins, |g, v| {
+        g.rope(v[0], 4, &[5, 6, 7, 100, 101, 102], 500000.0)
+    });
+    check("rope then mul by x", &ins, |g, v| {
+        let y = g.rope(v[0], 2, &[3, 9, 27], 10000.0)?;
+        g.mul(y, v[0])
+    });
 }

@@ -20,6 +20,7 @@ mod par;
 pub mod qgemm;
 pub mod rmsnorm;
 mod roofline;
+pub mod rope;
 pub mod silu;
 mod simd;
 pub mod softmax;

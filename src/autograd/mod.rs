@@ -19,9 +19,11 @@ use crate::tensor::{Error, Result, Tensor};
 use op::Op;
 use pool::Pool;
 
+pub use crate::kernels::attention::AttnSpec;
 pub use crate::kernels::cross_entropy::IGNORE_INDEX;
 pub use crate::kernels::gelu::Gelu;
 pub use crate::kernels::softmax::CausalMask;
+pub use ops::attention::AttnConfig;
 pub use ops::dropout::Rng;
 
 /// A value on the tape: an index plus the tape generation it belongs to, so a handle kept past

@@ -2,8 +2,8 @@
 //! op, no math here; each rule lives beside its forward in `ops/<family>.rs`.
 
 use super::ops::{
-    cross_entropy, dropout, elementwise, embedding, gather, gelu, layernorm, matmul, reduce,
-    rmsnorm, shape, silu, softmax,
+    attention, cross_entropy, dropout, elementwise, embedding, gather, gelu, layernorm, matmul,
+    reduce, rmsnorm, rope, shape, silu, softmax,
 };
 use super::pool::Pool;
 use super::{Grads, Vals, Var};
@@ -110,6 +110,8 @@ pub(crate) enum Op {
         gate: Var,
         up: Var,
     },
+    Attention(attention::Saved),
+    Rope(rope::Saved),
 }
 
 impl Op {
@@ -142,6 +144,8 @@ impl Op {
             Op::CrossEntropy(s) => vec![s.logits],
             Op::SwiGlu { gate, up } => vec![*gate, *up],
             Op::Concat { parts, .. } => parts.clone(),
+            Op::Attention(s) => vec![s.q, s.k, s.v],
+            Op::Rope(s) => vec![s.x],
         }
     }
 
@@ -155,6 +159,7 @@ impl Op {
             Op::RmsNorm(s) => pool.give(s.rstd),
             Op::Dropout { mask, .. } => pool.give(mask),
             Op::CrossEntropy(s) => pool.give(s.lse),
+            Op::Attention(s) => pool.give(s.lse),
             _ => {}
         }
     }
@@ -206,5 +211,7 @@ pub(crate) fn backward(
         Op::Gelu { x, kind } => gelu::backward(c, *x, *kind, dy),
         Op::Silu { x } => silu::silu_backward(c, *x, dy),
         Op::SwiGlu { gate, up } => silu::swiglu_backward(c, *gate, *up, dy),
+        Op::Attention(s) => attention::backward(c, s, out, dy),
+        Op::Rope(s) => rope::backward(c, s, dy),
     }
 }

@@ -1,6 +1,7 @@
 //! The ops, one family per file: each holds its forwards (methods on [`Graph`](super::Graph))
 //! and their handwritten backward rules, which ADD into the input gradients.
 
+pub mod attention;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
@@ -11,6 +12,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
 pub mod rmsnorm;
+pub mod rope;
 pub mod shape;
 pub mod silu;
 pub mod softmax;
