@@ -16,6 +16,10 @@ fn fixtures() -> PathBuf {
 
 const ARCHS: [&str; 4] = ["gpt2", "llama", "mistral", "mixtral"];
 
+/// Max |diff| between a padded row's logits and the same row alone: the same kernels over a
+/// different number of keys (masked ones skipped), so only a few ulps apart.
+const PAD_ATOL: f32 = 1e-5;
+
 /// A fresh directory under the target dir for one test.
 fn scratch(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("models-{name}"));
@@ -311,4 +315,34 @@ fn training_mode_dropout_is_seeded_and_eval_is_deterministic() {
     m.set_training(None);
     assert_eq!(logits(&mut m, &x, 2), eval);
     assert_eq!(m.config().arch, Arch::Expert);
+}
+
+#[test]
+fn padding_mask_hides_padded_keys() {
+    // Right padding: the real tokens of a padded row see exactly what they see alone.
+    for arch in ARCHS {
+        let mut m = Model::load(fixtures().join(arch)).unwrap();
+        let v = m.config().vocab_size;
+        let (t, real) = (12, 7);
+        let mut x = ids(2 * t, v);
+        x[t + real..].iter_mut().for_each(|i| *i = 0);
+        let mask: Vec<bool> = (0..2 * t).map(|i| i < t + real).collect();
+        let o = m.forward(&x, 2, Some(&mask)).unwrap();
+        let padded = m.graph().value(o.logits).unwrap()[t * v..(t + real) * v].to_vec();
+        m.graph().clear();
+        let alone = logits(&mut m, &x[t..t + real], 1);
+        let d = padded
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            d <= 1e-5,
+            "{arch}: padded row differs from the row alone by {d}"
+        );
+        // The loss skips predictions of padding.
+        let l = m.loss(&x, 2, Some(&mask)).unwrap();
+        assert!(m.graph().value(l.lm).unwrap()[0].is_finite());
+        m.graph().clear();
+    }
 }

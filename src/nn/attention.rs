@@ -2,7 +2,7 @@
 //! optional sliding window; and the position tables (RoPE, sinusoidal).
 
 use super::{Builder, Linear};
-use crate::autograd::{CausalMask, Graph, Var};
+use crate::autograd::{AttnConfig, AttnSpec, Graph, Var};
 use crate::models::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -39,6 +39,21 @@ pub struct Attention {
     pub qkv: Qkv,
     pub out: Linear,
     pub spec: AttentionSpec,
+}
+
+impl AttentionSpec {
+    /// The fused op's configuration: scale `1 / sqrt(head_dim)`, the spec's masking.
+    pub fn config(&self) -> AttnConfig {
+        AttnConfig {
+            heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            spec: AttnSpec {
+                scale: 1.0 / (self.head_dim as f32).sqrt(),
+                causal: self.causal,
+                window: self.window,
+            },
+        }
+    }
 }
 
 impl Attention {
@@ -103,7 +118,7 @@ impl Attention {
     /// Shape errors from the graph; [`Error::Config`] for a mask of the wrong length.
     pub fn forward(&self, g: &mut Graph, x: Var, key_mask: Option<&[bool]>) -> Result<Var> {
         let xs = g.shape(x)?.to_vec();
-        let (b, t) = (xs[0], xs[1]);
+        let t = xs[1];
         let s = self.spec;
         let (hq, hkv, d) = (s.n_heads, s.n_kv_heads, s.head_dim);
         let (q, k, v) = match self.qkv {
@@ -114,118 +129,16 @@ impl Attention {
             }
             Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
         };
-        let q = g.reshape(q, &[b, t, hq, d])?;
-        let k = g.reshape(k, &[b, t, hkv, d])?;
-        let v = g.reshape(v, &[b, t, hkv, d])?;
         let (q, k) = match s.rope_theta {
             Some(theta) => {
                 let pos: Vec<u32> = (0..t as u32).collect();
-                (rope(g, q, &pos, theta)?, rope(g, k, &pos, theta)?)
+                (g.rope(q, d, &pos, theta)?, g.rope(k, d, &pos, theta)?)
             }
             None => (q, k),
         };
-        let o = attend(g, q, k, v, key_mask, s)?;
-        let o = g.reshape(o, &[b, t, hq * d])?;
+        let o = g.attention(q, k, v, s.config(), key_mask)?;
         self.out.forward(g, o)
     }
-}
-
-/// Scaled dot-product attention. `// q: (B, T, Hq, D), k, v: (B, T, Hkv, D) -> (B, T, Hq, D)`
-fn attend(
-    g: &mut Graph,
-    q: Var,
-    k: Var,
-    v: Var,
-    key_mask: Option<&[bool]>,
-    s: AttentionSpec,
-) -> Result<Var> {
-    if key_mask.is_some() {
-        return Err(Error::Config {
-            detail: "padding masks need the fused attention op".into(),
-        });
-    }
-    let qs = g.shape(q)?.to_vec();
-    let t = qs[1];
-    let q = g.permute(q, &[0, 2, 1, 3])?;
-    let expand = |g: &mut Graph, x: Var| -> Result<Var> {
-        let x = g.permute(x, &[2, 0, 1, 3])?;
-        let rep = s.n_heads / s.n_kv_heads;
-        let x = if rep > 1 {
-            let rows: Vec<u32> = (0..s.n_heads).map(|h| (h / rep) as u32).collect();
-            g.index_select(x, &rows)?
-        } else {
-            x
-        };
-        Ok(g.permute(x, &[1, 0, 2, 3])?)
-    };
-    let k = expand(g, k)?;
-    let v = expand(g, v)?;
-    let kt = g.transpose(k)?;
-    let scores = g.matmul(q, kt)?;
-    let scores = g.scale(scores, 1.0 / (s.head_dim as f32).sqrt())?;
-    let p = if s.causal {
-        let mask = CausalMask {
-            block_rows: t,
-            offset: 0,
-            window: s.window,
-        };
-        g.softmax_causal(scores, mask)?
-    } else {
-        g.softmax(scores)?
-    };
-    let o = g.matmul(p, v)?;
-    Ok(g.permute(o, &[0, 2, 1, 3])?)
-}
-
-/// Rotary embedding of `x: (B, T, H, D)` at positions `pos` (one per `T`), rotate-half.
-fn rope(g: &mut Graph, x: Var, pos: &[u32], theta: f32) -> Result<Var> {
-    let xs = g.shape(x)?.to_vec();
-    let (b, t, h, d) = (xs[0], xs[1], xs[2], xs[3]);
-    let (cos, sin) = rope_tables(pos, d, theta);
-    let full = |tab: &[f32]| -> Result<Tensor> {
-        let mut v = Vec::with_capacity(b * t * h * d);
-        for _ in 0..b {
-            for row in tab.chunks_exact(d) {
-                for _ in 0..h {
-                    v.extend_from_slice(row);
-                }
-            }
-        }
-        Ok(Tensor::from_vec(v, &xs)?)
-    };
-    let (cos, sin) = (g.input(&full(&cos)?, false), g.input(&full(&sin)?, false));
-    let lo = g.narrow(x, 3, 0, d / 2)?;
-    let hi = g.narrow(x, 3, d / 2, d / 2)?;
-    let neg_hi = g.scale(hi, -1.0)?;
-    let rot = g.concat(&[neg_hi, lo], 3)?;
-    let a = g.mul(x, cos)?;
-    let r = g.mul(rot, sin)?;
-    Ok(g.add(a, r)?)
-}
-
-/// RoPE `cos` and `sin` tables `(positions, head_dim)`, rounded as HF LLaMA computes them in f32:
-/// `inv_freq[i] = 1 / theta^(2i / D)` and the angle `pos * inv_freq[i]` each rounded to f32, then
-/// cos and sin of that angle (here in f64, rounded once); the two halves of a row are equal.
-pub fn rope_tables(pos: &[u32], head_dim: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
-    let (mut cos, mut sin) = (
-        Vec::with_capacity(pos.len() * head_dim),
-        Vec::with_capacity(pos.len() * head_dim),
-    );
-    for &p in pos {
-        let start = cos.len();
-        for &f in &inv {
-            let a = f64::from(p as f32 * f);
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
-        }
-        cos.extend_from_within(start..start + half);
-        sin.extend_from_within(start..start + half);
-    }
-    (cos, sin)
 }
 
 /// The sinusoidal position table `(len, d)`: `PE(pos, 2i) = sin(pos / 10000^(2i/d))`,
@@ -408,18 +321,19 @@ impl Attention {
             }
             Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
         };
-        let mut qv = g.value(q)?.to_vec();
-        let mut kv = g.value(k)?.to_vec();
-        let vv = g.value(v)?;
-        let (qrow, kvrow) = (hq * d, hkv * d);
-        if let Some(theta) = s.rope_theta {
-            for (r, &p0) in step.starts.iter().enumerate() {
-                let pos: Vec<u32> = (p0..p0 + t).map(|p| p as u32).collect();
-                let (cos, sin) = rope_tables(&pos, d, theta);
-                rotate(&mut qv[r * t * qrow..][..t * qrow], hq, d, &cos, &sin);
-                rotate(&mut kv[r * t * kvrow..][..t * kvrow], hkv, d, &cos, &sin);
+        let (q, k) = match s.rope_theta {
+            Some(theta) => {
+                let pos: Vec<u32> = step
+                    .starts
+                    .iter()
+                    .flat_map(|&p| (p..p + t).map(|q| q as u32))
+                    .collect();
+                (g.rope(q, d, &pos, theta)?, g.rope(k, d, &pos, theta)?)
             }
-        }
+            None => (q, k),
+        };
+        let (qv, kv, vv) = (g.value(q)?, g.value(k)?, g.value(v)?);
+        let (qrow, kvrow) = (hq * d, hkv * d);
         let kernels = g.kernels();
         let mut out = vec![0.0f32; rows * t * qrow];
         let mut lse = vec![0.0f32; hq * t];
@@ -503,22 +417,5 @@ impl Attention {
         }
         let o = g.input(&Tensor::from_vec(out, &[rows, t, qrow])?, false);
         self.out.forward(g, o)
-    }
-}
-
-/// Rotary embedding in place on rows `(T, H, D)` with per-position tables `(T, D)`.
-fn rotate(x: &mut [f32], h: usize, d: usize, cos: &[f32], sin: &[f32]) {
-    let half = d / 2;
-    for (row, (c, s)) in x
-        .chunks_exact_mut(h * d)
-        .zip(cos.chunks_exact(d).zip(sin.chunks_exact(d)))
-    {
-        for head in row.chunks_exact_mut(d) {
-            for i in 0..half {
-                let (a, b) = (head[i], head[i + half]);
-                head[i] = a * c[i] - b * s[i];
-                head[i + half] = b * c[i + half] + a * s[i + half];
-            }
-        }
     }
 }

@@ -8,9 +8,7 @@
 mod attention;
 mod moe;
 
-pub use attention::{
-    Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, rope_tables, sinusoidal_table,
-};
+pub use attention::{Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, sinusoidal_table};
 pub use moe::{Moe, MoeOutput, MoeStats, Routing, assign as moe_assign};
 
 use crate::autograd::{Gelu, Graph, ParamId, Rng, Var};
