@@ -158,7 +158,7 @@ fn train(arch: &str) {
         eps: 1e-8,
         weight_decay: 0.1,
     };
-    let mut opt = AdamW::new(model.graph_ref(), hyper);
+    let mut opt = AdamW::all(model.graph_ref(), hyper);
     for (step, &w) in want.iter().enumerate() {
         let loss = model.loss(&e.ids, e.batch, None).unwrap();
         let got = model.graph().value(loss.total).unwrap()[0];
@@ -169,7 +169,7 @@ fn train(arch: &str) {
             "{arch}: step {step} loss {got} vs {w}"
         );
         model.graph().backward(loss.total).unwrap();
-        opt.step(model.graph()).unwrap();
+        opt.step(model.graph(), 1.0).unwrap();
     }
 }
 

@@ -317,6 +317,16 @@ impl Graph {
         Ok((self.params[p.0].value.make_mut(), &self.param_grads[p.0]))
     }
 
+    /// The accumulated gradient of a parameter for in-place edits (clipping, scaling), `None`
+    /// when frozen.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an unknown id.
+    pub fn param_grad_mut(&mut self, p: ParamId) -> Result<Option<&mut [f32]>> {
+        let rg = self.param_ref(p)?.requires_grad;
+        Ok(rg.then(|| self.param_grads[p.0].as_mut_slice()))
+    }
+
     /// Zeroes every parameter gradient.
     pub fn zero_grads(&mut self) {
         self.param_grads.iter_mut().for_each(|g| g.fill(0.0));

@@ -65,6 +65,8 @@ fn ignorable(config: &Config, name: &str) -> bool {
     name.ends_with(".attn.bias") && config.arch == super::Arch::Gpt2
         || name.ends_with(".attn.masked_bias")
         || name.ends_with(SCALES_SUFFIX)
+        // Optimizer state in a training checkpoint.
+        || name.starts_with(crate::train::OPTIMIZER_PREFIX)
         // A tied head saved beside the embedding it equals.
         || (config.tie_embeddings && name == "lm_head.weight")
 }
