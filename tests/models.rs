@@ -337,7 +337,7 @@ fn padding_mask_hides_padded_keys() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(
-            d <= 1e-5,
+            d <= PAD_ATOL,
             "{arch}: padded row differs from the row alone by {d}"
         );
         // The loss skips predictions of padding.
