@@ -6,10 +6,12 @@ pub mod gemm;
 pub mod peers;
 pub mod qgemm;
 pub mod rows;
+pub mod train;
 
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
 pub use qgemm::{QGEMM_SHAPES, QRun, qgemm_runs};
 pub use rows::{RowBench, row_benches};
+pub use train::{TrainBench, train_benches, train_step};
 
 use std::time::{Duration, Instant};
 

@@ -15,6 +15,8 @@ Families:
          against copy bandwidth and PyTorch (with --torch)
   qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
          and PyTorch's dynamically quantized Linear (with --torch)
+  train  one training step (forward, backward, AdamW) of the dense tiny GPT, its 8-expert MoE
+         variant and GPT-2 124M, beside PyTorch eager (with --torch)
 
 Options:
   --threads N     threads to use (default: all cores)
@@ -23,7 +25,7 @@ Options:
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
-const FAMILIES: [&str; 3] = ["gemm", "rows", "qgemm"];
+const FAMILIES: [&str; 4] = ["gemm", "rows", "qgemm", "train"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -69,6 +71,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
+        "train" => pool.install(|| train(threads, budget, f.value("only"), &mut out))?,
         other => {
             return Err(format!(
                 "unknown bench family `{other}` (known: gemm, rows, qgemm)"
@@ -216,6 +219,30 @@ fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), Strin
                 seconds: t,
             });
         }
+    }
+    Ok(())
+}
+
+fn train(
+    threads: usize,
+    budget: Duration,
+    only: Option<&str>,
+    out: &mut Output,
+) -> Result<(), String> {
+    for b in bench::train_benches() {
+        if only.is_some_and(|o| !b.name.contains(o)) {
+            continue;
+        }
+        let mut step = bench::train_step(&b).map_err(|e| e.to_string())?;
+        let secs = bench::interleaved(&mut [&mut step], budget, 3);
+        out.record(&Record {
+            name: format!("anvil/{}", b.name),
+            shape: b.label(),
+            threads,
+            unit: "tokens_per_s",
+            value: b.tokens() as f64 / secs[0],
+            seconds: secs[0],
+        });
     }
     Ok(())
 }
