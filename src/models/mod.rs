@@ -6,10 +6,12 @@
 //! no-grad mode.
 
 mod config;
+mod encoder;
 mod error;
 mod load;
 
 pub use config::{Arch, Config};
+pub use encoder::{Encoder, EncoderConfig, mean_pool_normalize};
 pub use error::{Error, Result};
 pub use load::CHECKPOINT_CONFIG_KEY;
 
