@@ -414,3 +414,103 @@ pub fn mean_pool_normalize(
         })
         .collect()
 }
+
+/// Sentences in, embeddings out: WordPiece tokenisation, truncation to `max_len` tokens (the
+/// final `[SEP]` kept), batches of sentences of similar length (sorted, so padding is small), the
+/// encoder, mean pooling and normalisation; results in input order.
+pub struct SentenceEmbedder {
+    pub encoder: Encoder,
+    pub tokenizer: crate::tokenizer::WordPiece,
+    /// Longest input in tokens (sentence-transformers' `max_seq_length`: 256 for MiniLM).
+    pub max_len: usize,
+    pub batch: usize,
+}
+
+impl SentenceEmbedder {
+    /// The encoder and tokenizer of a sentence-transformers model directory (`config.json`,
+    /// `model.safetensors`, `tokenizer.json` or `vocab.txt`, and `sentence_bert_config.json` for
+    /// `max_seq_length`, default 256), batch 32.
+    ///
+    /// # Errors
+    /// As [`Encoder::load`]; [`Error::Config`] when the tokenizer cannot be read.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let encoder = Encoder::load(dir)?;
+        let tok = if dir.join("tokenizer.json").exists() {
+            crate::tokenizer::WordPiece::from_tokenizer_json(dir.join("tokenizer.json"))
+        } else {
+            crate::tokenizer::WordPiece::from_vocab_file(dir.join("vocab.txt"))
+        };
+        let tokenizer = tok.map_err(|e| Error::Config {
+            detail: format!("{}: tokenizer: {e}", dir.display()),
+        })?;
+        let max_len = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|t| json::parse_str(&t).ok())
+            .and_then(|v| v.get("max_seq_length").and_then(json::Value::as_u64))
+            .map_or(256, |m| m as usize)
+            .min(encoder.config().max_positions);
+        Ok(SentenceEmbedder {
+            encoder,
+            tokenizer,
+            max_len,
+            batch: 32,
+        })
+    }
+
+    /// The token ids of `text` as the encoder sees them (`[CLS] ... [SEP]`, truncated).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the vocabulary lacks the special tokens.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self
+            .tokenizer
+            .encode_with_special(text)
+            .map_err(|e| Error::Config {
+                detail: format!("tokenizer: {e}"),
+            })?;
+        if ids.len() > self.max_len && self.max_len >= 2 {
+            let sep = ids[ids.len() - 1];
+            ids.truncate(self.max_len - 1);
+            ids.push(sep);
+        }
+        Ok(ids)
+    }
+
+    /// Embeddings of `texts` in order; `progress(done, total)` is called after each batch.
+    ///
+    /// # Errors
+    /// As [`SentenceEmbedder::tokenize`] and [`Encoder::embed`].
+    pub fn embed(
+        &mut self,
+        texts: &[&str],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokens: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        for chunk in order.chunks(self.batch.max(1)) {
+            let t = chunk.iter().map(|&i| tokens[i].len()).max().unwrap_or(1);
+            let b = chunk.len();
+            let mut ids = vec![0u32; b * t];
+            let mut mask = vec![false; b * t];
+            for (r, &i) in chunk.iter().enumerate() {
+                let row = &tokens[i];
+                ids[r * t..r * t + row.len()].copy_from_slice(row);
+                mask[r * t..r * t + row.len()].iter_mut().for_each(|m| *m = true);
+            }
+            let all_real = mask.iter().all(|&m| m);
+            let embs = self
+                .encoder
+                .embed(&ids, b, (!all_real).then_some(mask.as_slice()))?;
+            for (&i, e) in chunk.iter().zip(embs) {
+                out[i] = e;
+            }
+            done += b;
+            progress(done, texts.len());
+        }
+        Ok(out)
+    }
+}

@@ -11,7 +11,7 @@ mod error;
 mod load;
 
 pub use config::{Arch, Config};
-pub use encoder::{Encoder, EncoderConfig, mean_pool_normalize};
+pub use encoder::{Encoder, EncoderConfig, SentenceEmbedder, mean_pool_normalize};
 pub use error::{Error, Result};
 pub use load::CHECKPOINT_CONFIG_KEY;
 
