@@ -7,4 +7,5 @@ pub mod tensor;
 pub use anvil_kernels as kernels;
 
 pub mod json;
+pub mod memory;
 pub mod tokenizer;
