@@ -562,7 +562,7 @@ fn wrong_counter_or_header_is_named() {
 fn tokenizer_counter_budgets_hold_in_bpe_tokens() {
     let conv = &eval::conversations(1, 200, 21)[0];
     let bpe = anvil::tokenizer::Bpe::train(&conv.messages, 400, 2, &[]).unwrap();
-    let counter = TokenizerCounter::new(bpe, "test-bpe");
+    let counter = TokenizerCounter::new(Box::new(bpe), "test-bpe");
     assert_eq!(counter.id(), "tokenizer:test-bpe");
     let config = Config {
         budgets: [200, 300, 200],

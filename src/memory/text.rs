@@ -44,14 +44,15 @@ impl TokenCounter for WordCounter {
 }
 
 /// Real token counts from one of the project's tokenizers (BPE or WordPiece).
-pub struct TokenizerCounter<T> {
-    tokenizer: T,
+pub struct TokenizerCounter {
+    tokenizer: Box<dyn Tokenizer + Send + Sync>,
     name: String,
 }
 
-impl<T: Tokenizer> TokenizerCounter<T> {
-    /// Wraps `tokenizer`; `name` identifies it in saved memories (e.g. the `tokenizer.json` file name).
-    pub fn new(tokenizer: T, name: &str) -> Self {
+impl TokenizerCounter {
+    /// Wraps `tokenizer` (e.g. from [`crate::tokenizer::from_file`]); `name` identifies it in saved
+    /// memories (e.g. the `tokenizer.json` file name).
+    pub fn new(tokenizer: Box<dyn Tokenizer + Send + Sync>, name: &str) -> Self {
         TokenizerCounter {
             tokenizer,
             name: name.to_string(),
@@ -59,7 +60,7 @@ impl<T: Tokenizer> TokenizerCounter<T> {
     }
 }
 
-impl<T: Tokenizer> TokenCounter for TokenizerCounter<T> {
+impl TokenCounter for TokenizerCounter {
     fn count(&self, text: &str) -> usize {
         self.tokenizer.encode(text).len()
     }
