@@ -7,6 +7,7 @@ pub mod tensor;
 pub use anvil_kernels as kernels;
 
 pub mod json;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod tokenizer;

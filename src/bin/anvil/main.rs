@@ -1,6 +1,7 @@
 //! The `anvil` command line.
 
 mod bench;
+mod memory;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ Usage: anvil <COMMAND> [OPTIONS]
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm)
+  memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("memory") => memory::main(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
     match result {
