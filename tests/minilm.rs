@@ -158,3 +158,29 @@ fn encoder_config_errors_name_the_field() {
     );
     assert!(err(&relu).contains("hidden_act `relu`"));
 }
+
+#[test]
+fn minilm_embeddings_serve_memory_retrieval() {
+    use anvil::memory::{Embedder, EncoderEmbedder};
+    let Some(dir) = minilm_dir() else {
+        skipped(
+            "minilm_embeddings_serve_memory_retrieval",
+            "no MiniLM model",
+        );
+        return;
+    };
+    let e = EncoderEmbedder::load(&dir).unwrap();
+    let v = e
+        .embed(&[
+            "the cat sat on the mat",
+            "a kitten was sitting on a rug",
+            "stock prices fell sharply",
+        ])
+        .unwrap();
+    let (near, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(near > far + 0.2, "paraphrase {near} vs unrelated {far}");
+    assert!(e.id().starts_with("encoder:"));
+    // Errors name what is wrong instead of panicking.
+    let bad = EncoderEmbedder::load(std::env::temp_dir().join("no-such-model-dir"));
+    assert!(bad.err().unwrap().to_string().contains("config.json"));
+}

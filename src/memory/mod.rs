@@ -11,12 +11,14 @@
 //!   message's keywords, however much of its text compression removed.
 
 pub mod compress;
+mod encoder;
 pub mod eval;
 pub mod persist;
 pub mod retrieve;
 pub mod text;
 
 pub use compress::{Background, Extractive, Summarizer};
+pub use encoder::EncoderEmbedder;
 pub use retrieve::{
     Bm25, Context, ContextItem, ContextOptions, Embedder, HashEmbedder, Hit, Scoring,
 };

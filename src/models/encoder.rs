@@ -486,7 +486,10 @@ impl SentenceEmbedder {
         texts: &[&str],
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        let tokens: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_>>()?;
+        let tokens: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
         let mut out = vec![Vec::new(); texts.len()];
@@ -499,7 +502,9 @@ impl SentenceEmbedder {
             for (r, &i) in chunk.iter().enumerate() {
                 let row = &tokens[i];
                 ids[r * t..r * t + row.len()].copy_from_slice(row);
-                mask[r * t..r * t + row.len()].iter_mut().for_each(|m| *m = true);
+                mask[r * t..r * t + row.len()]
+                    .iter_mut()
+                    .for_each(|m| *m = true);
             }
             let all_real = mask.iter().all(|&m| m);
             let embs = self

@@ -27,8 +27,9 @@ Options:
   --tokenizer FILE    count tokens with this tokenizer.json (a store remembers its counter)
   --budget N          query: context token budget (default 4096)
   --recent N          query: newest messages included in full (default 10)
-  --embedder hash     query/bench: also score by the hashed-trigram test embedder (hybrid, alpha 0.5);
-                      the MiniLM encoder plugs in here when it lands
+  --embedder E        query/bench/eval: also score by embeddings (hybrid, alpha 0.5): `hash` (the
+                      hashed-trigram test embedder) or a sentence-transformers model directory
+                      (e.g. all-MiniLM-L6-v2), whose embeddings Anvil's encoder computes
   --messages N        bench: conversation length (default 10000); eval: per conversation (default 400)
   --runs N            bench: context builds timed (default 51)
   --conversations N   eval: how many (default 4)
@@ -100,11 +101,16 @@ fn counter(f: &Flags) -> Result<Box<dyn TokenCounter + Send + Sync>, String> {
     }
 }
 
-fn embedder(f: &Flags) -> Result<Option<HashEmbedder>, String> {
+fn embedder(f: &Flags) -> Result<Option<Box<dyn Embedder>>, String> {
     match f.value("embedder") {
         None => Ok(None),
-        Some("hash") => Ok(Some(HashEmbedder::default())),
-        Some(other) => Err(format!("unknown embedder `{other}` (known: hash)")),
+        Some("hash") => Ok(Some(Box::new(HashEmbedder::default()))),
+        Some(dir) if Path::new(dir).is_dir() => Ok(Some(Box::new(
+            anvil::memory::EncoderEmbedder::load(dir).map_err(|e| e.to_string())?,
+        ))),
+        Some(other) => Err(format!(
+            "unknown embedder `{other}` (known: hash, or a sentence-transformers model directory)"
+        )),
     }
 }
 
@@ -180,7 +186,7 @@ fn query(f: &Flags, text: &str) -> Result<(), String> {
     };
     let t = Instant::now();
     let ctx = m
-        .build_context(text, &opts, e.as_ref().map(|e| e as &dyn Embedder))
+        .build_context(text, &opts, e.as_deref())
         .map_err(|e| e.to_string())?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     print!("{}", ctx.render());
@@ -240,11 +246,16 @@ fn run_eval(f: &Flags) -> Result<(), String> {
     let convs = eval::conversations(n, len, seed);
     let ks = [1, 3, 5, 10];
     let config = eval::eval_config();
-    let r = eval::evaluate(&convs, &config, &ks, &HashEmbedder::default())
-        .map_err(|e| e.to_string())?;
+    let chosen = embedder(f)?;
+    let hash = HashEmbedder::default();
+    let (e, what): (&dyn Embedder, String) = match &chosen {
+        Some(e) => (e.as_ref(), e.id()),
+        None => (&hash, "hashed trigrams (test stand-in)".into()),
+    };
+    let r = eval::evaluate(&convs, &config, &ks, e).map_err(|e| e.to_string())?;
     println!(
         "{} conversations x {len} messages, {} questions about facts planted in the first fifth; \
-         budgets {:?}; embedder: hashed trigrams (test stand-in)",
+         budgets {:?}; embedder: {what}",
         r.conversations, r.questions, config.budgets
     );
     print!("{:<22}", "scoring");
@@ -288,7 +299,7 @@ fn bench(f: &Flags) -> Result<(), String> {
     );
     print_stats(&m);
     let opts = ContextOptions::default();
-    let e = e.as_ref().map(|e| e as &dyn Embedder);
+    let e = e.as_deref();
     if let Some(e) = e {
         // The first build embeds every chunk; later ones reuse the cache.
         let t = Instant::now();
