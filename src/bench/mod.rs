@@ -1,6 +1,7 @@
 //! Measurement for `anvil bench`: timing with interleaved repetitions and medians, the machine's
 //! roofline, and one function per kernel family returning records (the library never prints).
 
+pub mod embed;
 pub mod gemm;
 #[cfg(feature = "peers")]
 pub mod peers;

