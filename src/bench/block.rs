@@ -237,9 +237,35 @@ impl RawBlock {
 
     /// One forward + backward, adding into zeroed weight gradients; returns `mean(y)`.
     pub fn step(&mut self) -> f32 {
+        self.dw.iter_mut().for_each(|d| d.fill(0.0));
+        let loss = self.forward();
+        self.backward();
+        loss
+    }
+
+    /// The attention inputs (the split q, k, v).
+    fn attn<'a>(q: &'a [Vec<f32>; 3], b: usize, t: usize) -> Attn<'a> {
+        let dims = AttnDims {
+            batch: b,
+            tq: t,
+            tk: t,
+            hq: HEADS,
+            hkv: HEADS,
+            d: C / HEADS,
+        };
+        Attn {
+            dims,
+            spec: AttnSpec::causal(C / HEADS),
+            q: &q[0],
+            k: &q[1],
+            v: &q[2],
+            key_mask: None,
+        }
+    }
+
+    fn forward(&mut self) -> f32 {
         let (k, w, s, n) = (self.k, &self.w, &mut self.s, self.b * self.t);
         let ex = "fixed block shapes";
-        self.dw.iter_mut().for_each(|d| d.fill(0.0));
         let [m1, r1] = &mut s.st1;
         k.layernorm_fwd(&self.x, &w[0], &w[1], &mut s.ln1, m1, r1, n, C, EPS)
             .expect(ex);
@@ -249,23 +275,7 @@ impl RawBlock {
                 dst.copy_from_slice(&src[i * C..(i + 1) * C]);
             }
         }
-        let dims = AttnDims {
-            batch: self.b,
-            tq: self.t,
-            tk: self.t,
-            hq: HEADS,
-            hkv: HEADS,
-            d: C / HEADS,
-        };
-        let [q, kk, v] = &s.q;
-        let a = Attn {
-            dims,
-            spec: AttnSpec::causal(C / HEADS),
-            q,
-            k: kk,
-            v,
-            key_mask: None,
-        };
+        let a = Self::attn(&s.q, self.b, self.t);
         k.attention_fwd(&a, &mut s.att, &mut s.lse).expect(ex);
         linear(k, &s.att, &w[4], &w[5], &mut s.x1, C);
         s.x1.iter_mut().zip(&self.x).for_each(|(y, x)| *y += x);
@@ -276,52 +286,47 @@ impl RawBlock {
         k.gelu_fwd(Gelu::Tanh, &s.fc, &mut s.gel, n * FF).expect(ex);
         linear(k, &s.gel, &w[10], &w[11], &mut s.y, FF);
         s.y.iter_mut().zip(&s.x1).for_each(|(y, x)| *y += x);
-        let loss = s.y.iter().map(|&v| v as f64).sum::<f64>() / (n * C) as f64;
+        (s.y.iter().map(|&v| v as f64).sum::<f64>() / (n * C) as f64) as f32
+    }
 
-        // Backward. dy = 1 / (N C) everywhere (the mean).
-        let dw = &mut self.dw;
+    /// Backward from `dy = 1 / (N C)` everywhere (the mean).
+    fn backward(&mut self) {
+        let (k, w, s, dw, n) = (self.k, &self.w, &mut self.s, &mut self.dw, self.b * self.t);
+        let ex = "fixed block shapes";
         let [dgel, dfc] = &mut s.dff;
-        {
-            let (a, b) = dw.split_at_mut(11);
-            linear_bwd(k, &s.gel, &w[10], &s.dy, dgel, &mut a[10], &mut b[0], FF);
-        }
+        let (a, b) = dw.split_at_mut(11);
+        linear_bwd(k, &s.gel, &w[10], &s.dy, dgel, &mut a[10], &mut b[0], FF);
         dfc.fill(0.0);
         k.gelu_bwd(Gelu::Tanh, &s.fc, dgel, dfc, n * FF).expect(ex);
         let [dln2, dx1, datt] = &mut s.dc;
-        {
-            let (a, b) = dw.split_at_mut(9);
-            linear_bwd(k, &s.ln2, &w[8], dfc, dln2, &mut a[8], &mut b[0], C);
-        }
+        let (a, b) = dw.split_at_mut(9);
+        linear_bwd(k, &s.ln2, &w[8], dfc, dln2, &mut a[8], &mut b[0], C);
         dx1.copy_from_slice(&s.dy);
-        {
-            let (a, b) = dw.split_at_mut(7);
-            k.layernorm_bwd(&s.x1, &w[6], m2, r2, dln2, dx1, &mut a[6], &mut b[0], n, C)
-                .expect(ex);
-        }
-        {
-            let (a, b) = dw.split_at_mut(5);
-            linear_bwd(k, &s.att, &w[4], dx1, datt, &mut a[4], &mut b[0], C);
-        }
+        let [m2, r2] = &s.st2;
+        let (a, b) = dw.split_at_mut(7);
+        k.layernorm_bwd(&s.x1, &w[6], m2, r2, dln2, dx1, &mut a[6], &mut b[0], n, C)
+            .expect(ex);
+        let (a, b) = dw.split_at_mut(5);
+        linear_bwd(k, &s.att, &w[4], dx1, datt, &mut a[4], &mut b[0], C);
         s.dqkv_parts.iter_mut().for_each(|d| d.fill(0.0));
         let [dq, dk, dv] = &mut s.dqkv_parts;
-        k.attention_bwd(&a, &s.att, &s.lse, datt, AttnGrads { dq, dk, dv })
+        let at = Self::attn(&s.q, self.b, self.t);
+        k.attention_bwd(&at, &s.att, &s.lse, datt, AttnGrads { dq, dk, dv })
             .expect(ex);
         for (i, part) in s.dqkv_parts.iter().enumerate() {
             for (dst, src) in s.dqkv.chunks_exact_mut(3 * C).zip(part.chunks_exact(C)) {
                 dst[i * C..(i + 1) * C].copy_from_slice(src);
             }
         }
-        {
-            let (a, b) = dw.split_at_mut(3);
-            linear_bwd(k, &s.ln1, &w[2], &s.dqkv, dln2, &mut a[2], &mut b[0], C);
-        }
-        // x needs no gradient; the kernel still computes dx, into a scratch row block.
+        let (a, b) = dw.split_at_mut(3);
+        linear_bwd(k, &s.ln1, &w[2], &s.dqkv, dln2, &mut a[2], &mut b[0], C);
+        // x needs no gradient; the kernel still computes dx, into a scratch block.
+        let [m1, r1] = &s.st1;
         let (a, b) = dw.split_at_mut(1);
         k.layernorm_bwd(
             &self.x, &w[0], m1, r1, dln2, datt, &mut a[0], &mut b[0], n, C,
         )
         .expect(ex);
-        loss as f32
     }
 
     /// The gradient of parameter `i` (in [`PARAMS`] order) after a step.
