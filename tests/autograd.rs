@@ -556,3 +556,28 @@ fn attention_and_rope_shape_errors_name_the_op() {
     assert_eq!(op(g.rope(flat, 4, &[0], 1e4)).0, "rope");
     assert!(matches!(g.rope(q, 4, &[0, 1], 1e4), Err(Error::Kernel(_))));
 }
+
+/// The bench's GPT-2 block on the graph and its twin issuing the same kernel calls by hand
+/// compute the same loss and parameter gradients (so the bench's tape-overhead figure compares
+/// like with like). Both are f32 with the same kernels; they differ in summation order (the
+/// residual and LayerNorm gradients of x1 added in the other order, GEMMs adding into zeroed
+/// slots vs overwriting), and those rounding differences travel through two LayerNorm and
+/// three linear backward steps: tolerance 1e-4 of each tensor's largest entry, while a wrong
+/// call would be off by O(1) of it.
+#[test]
+fn gpt2_block_on_the_graph_equals_its_raw_kernel_twin() {
+    const RTOL: f32 = 1e-4;
+    let k = anvil::kernels::kernels().unwrap();
+    let mut g = anvil::bench::Gpt2Block::new(k, 2, 5).unwrap();
+    let mut r = anvil::bench::RawBlock::new(k, 2, 5);
+    let (lg, lr) = (g.step().unwrap(), r.step());
+    assert!((lg - lr).abs() <= RTOL * lg.abs(), "loss {lg} vs {lr}");
+    for i in 0..12 {
+        let (a, b) = (g.param_grad(i).unwrap(), r.param_grad(i).unwrap());
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "parameter {i} got no gradient");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= RTOL * scale, "param {i}: {x} vs {y}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Measurement for `anvil bench`: timing with interleaved repetitions and medians, the machine's
 //! roofline, and one function per kernel family returning records (the library never prints).
 
+pub mod block;
 pub mod embed;
 pub mod gemm;
 #[cfg(feature = "peers")]
@@ -9,6 +10,7 @@ pub mod qgemm;
 pub mod rows;
 pub mod train;
 
+pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, measure_block};
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
 pub use qgemm::{QGEMM_SHAPES, QRun, qgemm_runs};
 pub use rows::{RowBench, row_benches};

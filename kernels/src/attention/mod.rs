@@ -190,14 +190,13 @@ impl Kernels {
         let d = a.dims;
         let (op_, lp) = (SendPtr::new(&mut out[..nq]), SendPtr::new(lse));
         let isa = self.isa();
-        (0..d.batch * d.hq).into_par_iter().for_each_init(
-            || Scratch::new(d),
-            |s, bh| {
+        (0..d.batch * d.hq).into_par_iter().for_each(|bh| {
+            with_scratch(d, |s| {
                 // SAFETY: task (b, h) writes only out rows (b, ., h, .) and lse row (b, h, .);
                 // tasks are distinct (b, h) pairs, so no element is written by two tasks.
                 unsafe { fwd_head(isa, a, bh / d.hq, bh % d.hq, op_, lp, s) }
-            },
-        );
+            })
+        });
         Ok(())
     }
 
@@ -230,14 +229,13 @@ impl Kernels {
         };
         let saved = Saved { out, lse, dout };
         let isa = self.isa();
-        (0..d.batch * d.hkv).into_par_iter().for_each_init(
-            || Scratch::new(d),
-            |s, bg| {
+        (0..d.batch * d.hkv).into_par_iter().for_each(|bg| {
+            with_scratch(d, |s| {
                 // SAFETY: task (b, g) writes only dk, dv rows (b, ., g, .) and dq rows
                 // (b, ., h, .) of its group's query heads; tasks are distinct (b, g) pairs.
                 unsafe { bwd_group(isa, a, &saved, bg / d.hkv, bg % d.hkv, ptrs, s) }
-            },
-        );
+            })
+        });
         Ok(())
     }
 }
@@ -273,17 +271,60 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(d: AttnDims) -> Self {
-        Self {
-            kt: vec![0.0; d.d * d.tk],
-            vt: vec![0.0; d.d * d.tk],
-            s: vec![0.0; BQ * BK],
-            ds: vec![0.0; BQ * BK],
-            acc: vec![0.0; BQ * d.d],
-            m: vec![0.0; BQ],
-            l: vec![0.0; BQ],
-        }
+    /// Grows the buffers to what `d` needs (contents are always written before being read).
+    fn fit(&mut self, d: AttnDims) {
+        let grow = |v: &mut Vec<f32>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        };
+        grow(&mut self.kt, d.d * d.tk);
+        grow(&mut self.vt, d.d * d.tk);
+        grow(&mut self.s, BQ * BK);
+        grow(&mut self.ds, BQ * BK);
+        grow(&mut self.acc, BQ * d.d);
+        grow(&mut self.m, BQ);
+        grow(&mut self.l, BQ);
     }
+}
+
+thread_local! {
+    /// Each thread's block buffers, kept across calls (fresh ones would page-fault every call).
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch {
+            kt: Vec::new(),
+            vt: Vec::new(),
+            s: Vec::new(),
+            ds: Vec::new(),
+            acc: Vec::new(),
+            m: Vec::new(),
+            l: Vec::new(),
+        })
+    };
+}
+
+/// Runs `f` on this thread's scratch, fitted to `d`.
+fn with_scratch<R>(d: AttnDims, f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            s.fit(d);
+            f(&mut s)
+        }
+        // Only if a call were nested inside another on this thread: use fresh buffers.
+        Err(_) => {
+            let mut s = Scratch {
+                kt: Vec::new(),
+                vt: Vec::new(),
+                s: Vec::new(),
+                ds: Vec::new(),
+                acc: Vec::new(),
+                m: Vec::new(),
+                l: Vec::new(),
+            };
+            s.fit(d);
+            f(&mut s)
+        }
+    })
 }
 
 /// Copies the rows (b, ., g, .) of `x: (B, Tk, Hkv, D)` into `xt: (D, Tk)`.
@@ -302,6 +343,9 @@ fn transpose_head(a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f32]) {
 fn mask_block(a: &Attn, b: usize, i0: usize, j0: usize, s: &mut [f32], bq: usize, bk: usize) {
     for r in 0..bq {
         let vis = a.range(i0 + r);
+        if a.key_mask.is_none() && vis.start <= j0 && j0 + bk <= vis.end {
+            continue; // the whole block is visible to this row
+        }
         let row = &mut s[r * BK..][..bk];
         for (c, x) in row.iter_mut().enumerate() {
             let j = j0 + c;

@@ -27,7 +27,7 @@ Options:
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
-const FAMILIES: [&str; 5] = ["gemm", "rows", "qgemm", "train", "embed"];
+const FAMILIES: [&str; 6] = ["gemm", "rows", "qgemm", "block", "train", "embed"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -75,9 +75,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
         "train" => pool.install(|| train(threads, budget, f.value("only"), &mut out))?,
         "embed" => pool.install(|| embed(threads, budget, &model_dir(&f)?, &mut out))?,
+        "block" => return pool.install(|| block(threads, budget, f.value("torch"), json)),
         other => {
             return Err(format!(
-                "unknown bench family `{other}` (known: gemm, rows, qgemm)"
+                "unknown bench family `{other}` (known: {})",
+                FAMILIES.join(", ")
             ));
         }
     }
@@ -397,4 +399,122 @@ fn parse_torch_line(line: &str) -> Option<Record> {
         }
     }
     (!r.name.is_empty() && !r.unit.is_empty()).then_some(r)
+}
+
+/// A `benches/torch_block.py --serve` child answering one step's seconds per request line.
+struct TorchServer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TorchServer {
+    fn start(python: &str, threads: usize) -> Result<Self, String> {
+        use std::process::{Command, Stdio};
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_block.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args(["--serve", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {python} {}: {e}", script.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin for the torch child")?;
+        let stdout = child.stdout.take().ok_or("no stdout for the torch child")?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+        })
+    }
+
+    /// Seconds of one PyTorch step on `(b, t)`.
+    fn step(&mut self, (b, t): (usize, usize)) -> Result<f64, String> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{b} {t}").map_err(|e| format!("torch child: {e}"))?;
+        self.stdin
+            .flush()
+            .map_err(|e| format!("torch child: {e}"))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("torch child: {e}"))?;
+        line.trim()
+            .parse()
+            .map_err(|_| format!("torch child answered {line:?} (did it fail? see stderr)"))
+    }
+}
+
+impl Drop for TorchServer {
+    fn drop(&mut self) {
+        // Closing stdin ends the child's loop; wait so no zombie is left.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> Result<(), String> {
+    let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
+    let mut server = torch
+        .map(|py| TorchServer::start(py, threads))
+        .transpose()?;
+    if !json {
+        println!(
+            "{:<24} {:>10} {:>7} {:>12} {:>10}",
+            "name", "config", "threads", "tokens/s", "ms/step"
+        );
+    }
+    for cfg in bench::BLOCK_CONFIGS {
+        let mut step = server.as_mut().map(|s| move || s.step(cfg));
+        let torch_fn = step
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut() -> Result<f64, String>);
+        let t = bench::measure_block(kern, cfg, budget, 5, torch_fn)?;
+        let config = format!("B{}xT{}", cfg.0, cfg.1);
+        let tokens = (cfg.0 * cfg.1) as f64;
+        let engines = [
+            ("anvil/gpt2_block", Some(t.graph)),
+            ("anvil/gpt2_block_no_tape", Some(t.raw)),
+            ("torch/gpt2_block", t.torch),
+        ];
+        for (name, secs) in engines {
+            let Some(s) = secs else { continue };
+            if json {
+                println!(
+                    "{{\"name\":\"{name}\",\"config\":\"{config}\",\"threads\":{threads},\"tokens_per_s\":{:.3},\"ms_per_step\":{:.3}}}",
+                    tokens / s,
+                    1e3 * s
+                );
+            } else {
+                println!(
+                    "{name:<24} {config:>10} {threads:>7} {:>12.1} {:>10.2}",
+                    tokens / s,
+                    1e3 * s
+                );
+            }
+        }
+        let share = t.tape_overhead();
+        let speedup = t.torch.map(|ts| ts / t.graph);
+        if json {
+            println!(
+                "{{\"name\":\"anvil/tape_overhead\",\"config\":\"{config}\",\"threads\":{threads},\"share\":{share:.4}}}"
+            );
+            if let Some(x) = speedup {
+                println!(
+                    "{{\"name\":\"anvil/speedup_vs_torch\",\"config\":\"{config}\",\"threads\":{threads},\"ratio\":{x:.3}}}"
+                );
+            }
+        } else {
+            print!(
+                "  tape overhead (outside kernels): {:.1}% of the step",
+                100.0 * share
+            );
+            match speedup {
+                Some(x) => println!("; speed vs PyTorch: {x:.2}x"),
+                None => println!(),
+            }
+        }
+    }
+    Ok(())
 }
