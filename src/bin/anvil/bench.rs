@@ -15,6 +15,8 @@ Families:
          against copy bandwidth and PyTorch (with --torch)
   qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
          and PyTorch's dynamically quantized Linear (with --torch)
+  block  one forward + backward of a GPT-2 block (d 768, 12 heads, B 4, T 64 and 256) on the
+         graph, its no-tape twin, and PyTorch eager stepped in turn (with --torch)
   embed  sentence embeddings of all-MiniLM-L6-v2 (batch 32, f32) beside sentence-transformers
          (with --torch); the model directory from --model or ANVIL_MINILM_DIR
   train  one training step (forward, backward, AdamW) of the dense tiny GPT, its 8-expert MoE
