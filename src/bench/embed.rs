@@ -3,16 +3,34 @@
 /// `n` deterministic English-like sentences of 4 to about 40 words (varied, as real inputs are).
 pub fn sentences(n: usize) -> Vec<String> {
     const SUBJECTS: [&str; 8] = [
-        "the committee", "my neighbour", "a small startup", "the river", "our new compiler",
-        "the orchestra", "this old bridge", "a curious student",
+        "the committee",
+        "my neighbour",
+        "a small startup",
+        "the river",
+        "our new compiler",
+        "the orchestra",
+        "this old bridge",
+        "a curious student",
     ];
     const VERBS: [&str; 8] = [
-        "announced", "rebuilt", "questioned", "crossed", "optimised", "celebrated", "ignored",
+        "announced",
+        "rebuilt",
+        "questioned",
+        "crossed",
+        "optimised",
+        "celebrated",
+        "ignored",
         "described",
     ];
     const OBJECTS: [&str; 8] = [
-        "the annual budget", "a wooden boat", "every assumption", "the mountain pass",
-        "its inner loops", "the anniversary", "the warning signs", "a strange dream",
+        "the annual budget",
+        "a wooden boat",
+        "every assumption",
+        "the mountain pass",
+        "its inner loops",
+        "the anniversary",
+        "the warning signs",
+        "a strange dream",
     ];
     const TAILS: [&str; 6] = [
         "before the storm arrived",

@@ -302,7 +302,10 @@ fn embed(threads: usize, budget: Duration, dir: &str, out: &mut Output) -> Resul
     let texts = bench::embed::sentences(EMBED_SENTENCES);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut run = || {
-        std::hint::black_box(e.embed(&refs, |_, _| {}).expect("embedding the bench sentences"));
+        std::hint::black_box(
+            e.embed(&refs, |_, _| {})
+                .expect("embedding the bench sentences"),
+        );
     };
     let secs = bench::interleaved(&mut [&mut run], budget, 3);
     out.record(&Record {

@@ -1,6 +1,7 @@
 //! The `anvil` command line.
 
 mod bench;
+mod embed;
 mod memory;
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm)
   memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
+  embed          sentence embeddings (all-MiniLM-L6-v2 or another sentence-transformers model)
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("embed") => embed::main(&args[1..]),
         Some("memory") => memory::main(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
@@ -109,4 +112,23 @@ impl Flags {
                 .map_err(|_| format!("--{name}: cannot read `{v}`")),
         }
     }
+}
+
+/// Redraws one progress line on stderr: a bar, the count, the rate and the time left.
+pub fn progress_line(what: &str, done: usize, total: usize, start: std::time::Instant, unit: &str) {
+    let frac = done as f64 / total.max(1) as f64;
+    let width = 30;
+    let filled = (frac * width as f64).round() as usize;
+    let secs = start.elapsed().as_secs_f64();
+    let rate = done as f64 / secs.max(1e-9);
+    let eta = if done > 0 {
+        (total - done) as f64 / rate
+    } else {
+        0.0
+    };
+    eprint!(
+        "\r{what} [{}{}] {done}/{total} {rate:.1} {unit}/s ETA {eta:.0}s   ",
+        "=".repeat(filled),
+        " ".repeat(width - filled.min(width))
+    );
 }
