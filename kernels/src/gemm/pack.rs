@@ -25,6 +25,13 @@ pub(crate) unsafe fn pack_a(
     {
         let i0 = panel * mr;
         let rows = mr.min(mc - i0);
+        #[cfg(target_arch = "x86_64")]
+        if cs == 1 && rows == 8 && mr == 8 && std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is present (checked above); rows i0..i0 + 8 each hold kc elements
+            // (caller's contract) and `out` holds kc * 8 values.
+            unsafe { pack_rows8_avx(a.add(i0 * rs), rs, kc, out) };
+            continue;
+        }
         if cs == 1 {
             // Rows of A are contiguous: read the panel's rows side by side (as many sequential
             // streams) and write the panel in order, one k step of `mr` values at a time.
@@ -50,6 +57,62 @@ pub(crate) unsafe fn pack_a(
             for p in 0..kc {
                 out[p * mr + rows..(p + 1) * mr].fill(0.0);
             }
+        }
+    }
+}
+
+/// One full 8-row panel of row-major A: 8 x 8 tiles transposed in registers (the classic
+/// unpack / shuffle / lane-permute sequence), then the scalar tail of `kc % 8` columns.
+///
+/// # Safety
+/// The CPU has AVX; rows `a + i * rs` for `i < 8` each hold `kc` readable values; `out` holds
+/// `8 * kc` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pack_rows8_avx(a: *const f32, rs: usize, kc: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(out.len() >= 8 * kc);
+    let o = out.as_mut_ptr();
+    let mut p = 0;
+    while p + 8 <= kc {
+        // SAFETY: columns p..p + 8 of each of the 8 rows are readable, and out[p * 8..][..64]
+        // is writable (p + 8 <= kc; the function's contract).
+        unsafe {
+            let r = |i: usize| _mm256_loadu_ps(a.add(i * rs + p));
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            let (r4, r5, r6, r7) = (r(4), r(5), r(6), r(7));
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let w = |j: usize, v| _mm256_storeu_ps(o.add((p + j) * 8), v);
+            w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+            w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+            w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+            w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+            w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+            w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+            w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+            w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        }
+        p += 8;
+    }
+    for q in p..kc {
+        for i in 0..8 {
+            // SAFETY: q < kc and i < 8 (the function's contract).
+            out[q * 8 + i] = unsafe { *a.add(i * rs + q) };
         }
     }
 }
