@@ -75,6 +75,20 @@ fn bpe_round_trips_corpus_and_specials() {
     assert_eq!(bpe.encode(""), Vec::<u32>::new());
 }
 
+/// Regression (found writing the `bpe_roundtrip` fuzz target): a special token written in GPT-2's byte
+/// stand-ins ("Ġx" spells the bytes " x") became the merge of "Ġ" and "x", so " x" decoded as "Ġx".
+#[test]
+fn regression_trained_merge_never_takes_a_special_tokens_id() {
+    let bpe = Bpe::train(&[" x x x y x"], 256 + 1 + 10, 1, &["Ġx"]).unwrap();
+    let ids = bpe.encode(" x");
+    assert!(!ids.contains(&0), "{ids:?} uses the special token");
+    assert_eq!(bpe.decode(&ids).unwrap(), " x");
+    assert_eq!(bpe.decode(&bpe.encode("Ġx y x")).unwrap(), "Ġx y x");
+    assert_eq!(bpe.encode("Ġx")[0], 0);
+    // The other pairs are still learned: " y" merges.
+    assert_eq!(bpe.encode(" y").len(), 1);
+}
+
 #[test]
 fn decode_unknown_id_is_an_error_naming_it() {
     let bpe = &*TRAINED;
