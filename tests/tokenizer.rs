@@ -376,6 +376,29 @@ fn tiny_wordpiece() -> WordPiece {
     .unwrap()
 }
 
+/// Regression: cutting out special tokens searched the rest of the text for every special at every
+/// occurrence, quadratic in the text: these 600 KB took 219 s (loaded 2-core machine), now 0.13 s.
+#[test]
+fn regression_many_special_tokens_split_in_one_pass() {
+    let wp = tiny_wordpiece();
+    let text = "[CLS]x".repeat(100_000);
+    let ids = wp.encode(&text);
+    assert_eq!(ids.len(), 200_000);
+    assert!(ids.chunks(2).all(|p| p == [2, 1]), "{:?}", &ids[..4]);
+}
+
+/// Regression: a file may lift `max_input_chars_per_word`, and every candidate piece of a long word was
+/// hashed, cubic in its length; candidates are now cut at the longest token's length.
+#[test]
+fn regression_long_word_with_lifted_char_limit() {
+    let json = r###"{"normalizer":null,"model":{"type":"WordPiece","unk_token":"[UNK]",
+        "max_input_chars_per_word":1000000,"vocab":{"[UNK]":0,"a":1,"##a":2,"##aa":3}}}"###;
+    let wp = WordPiece::from_json_bytes(json.as_bytes(), "lifted.json").unwrap();
+    let ids = wp.encode(&"a".repeat(100_001));
+    assert_eq!(ids.len(), 1 + 50_000);
+    assert!(ids[0] == 1 && ids[1..].iter().all(|&id| id == 3));
+}
+
 #[test]
 fn wordpiece_greedy_longest_match() {
     let wp = tiny_wordpiece();

@@ -191,32 +191,44 @@ pub(crate) enum Segment<'a> {
 
 /// Splits `text` at every occurrence of a special token (leftmost first; the longest on a tie), as HF matches
 /// added tokens before any normalisation or pre-tokenization. `specials` holds `(content, id)`.
+///
+/// One pass: each special's next occurrence is cached and searched again only once the cut has moved past
+/// it, so the text is scanned about once per special (searching the whole rest at every cut was quadratic).
 pub(crate) fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Segment<'a>> {
+    let specials: Vec<&(String, u32)> = specials.iter().filter(|(c, _)| !c.is_empty()).collect();
+    // next[i]: where specials[i] next occurs at or after `pos` (no occurrence lies between), or None.
+    let mut next: Vec<Option<usize>> = specials
+        .iter()
+        .map(|(c, _)| text.find(c.as_str()))
+        .collect();
     let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
+    let mut pos = 0;
+    while pos < text.len() {
         let mut best: Option<(usize, usize, u32)> = None; // (start, len, id)
-        for (content, id) in specials.iter().filter(|(c, _)| !c.is_empty()) {
-            if let Some(pos) = rest.find(content.as_str()) {
-                let better = match best {
-                    None => true,
-                    Some((b, l, _)) => pos < b || (pos == b && content.len() > l),
-                };
-                if better {
-                    best = Some((pos, content.len(), *id));
-                }
+        for (slot, (content, id)) in next.iter_mut().zip(&specials) {
+            if slot.is_some_and(|p| p < pos) {
+                // `pos` ends a special token or is 0, so it is a char boundary.
+                *slot = text[pos..].find(content.as_str()).map(|q| pos + q);
+            }
+            let Some(p) = *slot else { continue };
+            let better = match best {
+                None => true,
+                Some((b, l, _)) => p < b || (p == b && content.len() > l),
+            };
+            if better {
+                best = Some((p, content.len(), *id));
             }
         }
         match best {
-            Some((pos, len, id)) => {
-                if pos > 0 {
-                    out.push(Segment::Text(&rest[..pos]));
+            Some((p, len, id)) => {
+                if p > pos {
+                    out.push(Segment::Text(&text[pos..p]));
                 }
                 out.push(Segment::Special(id));
-                rest = &rest[pos + len..];
+                pos = p + len;
             }
             None => {
-                out.push(Segment::Text(rest));
+                out.push(Segment::Text(&text[pos..]));
                 break;
             }
         }

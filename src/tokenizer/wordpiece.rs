@@ -18,6 +18,8 @@ pub struct WordPiece {
     prefix: String,
     /// Words with more characters than this become `[UNK]` whole.
     max_chars: usize,
+    /// Bytes in the longest vocabulary token.
+    longest: usize,
     options: BertOptions,
     specials: Vec<(String, u32)>,
 }
@@ -40,12 +42,14 @@ impl WordPiece {
             .iter()
             .filter_map(|s| ids.get(*s).map(|&id| (s.to_string(), id)))
             .collect();
+        let longest = vocab.iter().map(String::len).max().unwrap_or(0);
         Ok(WordPiece {
             vocab,
             ids,
             unk_id,
             prefix: "##".into(),
             max_chars: 100,
+            longest,
             options,
             specials,
         })
@@ -162,9 +166,14 @@ impl WordPiece {
         let mut start = 0;
         let mut key = String::with_capacity(word.len() + self.prefix.len());
         while start < word.len() {
-            // Candidate ends at char boundaries, longest first.
+            // Candidate ends at char boundaries, longest first; no piece longer than the longest token can
+            // match, which bounds the work per position whatever `max_chars` a file sets.
+            let mut limit = (start + self.longest).min(word.len());
+            while !word.is_char_boundary(limit) {
+                limit -= 1;
+            }
             let mut found = None;
-            let ends = word[start..]
+            let ends = word[start..limit]
                 .char_indices()
                 .rev()
                 .map(|(i, c)| start + i + c.len_utf8());
