@@ -21,6 +21,12 @@ pub enum Error {
         header_len: u64,
         file_len: u64,
     },
+    /// The header length field is backed by the file but exceeds [`super::safetensors::MAX_HEADER_LEN`].
+    HeaderTooLarge {
+        path: PathBuf,
+        header_len: u64,
+        limit: u64,
+    },
     /// The header is not UTF-8, not JSON, not an object, or its `__metadata__` is not a string map.
     InvalidHeader { path: PathBuf, detail: String },
     /// A tensor entry lacks a field or has one of the wrong type (or a name we refuse).
@@ -99,6 +105,15 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "{}: header length {header_len} exceeds the {file_len}-byte file",
+                path.display()
+            ),
+            Error::HeaderTooLarge {
+                path,
+                header_len,
+                limit,
+            } => write!(
+                f,
+                "{}: header length {header_len} exceeds the {limit}-byte limit on headers",
                 path.display()
             ),
             Error::InvalidHeader { path, detail } => {

@@ -6,14 +6,16 @@
 //! tensors.
 
 mod header;
+mod scan;
 mod write;
 
-pub use header::{Header, METADATA_KEY, TensorInfo, parse_header};
+pub use header::{Header, MAX_HEADER_LEN, METADATA_KEY, TensorInfo, parse_header};
+pub use scan::{NonFinite, count_non_finite};
 pub use write::save;
 
 use crate::io::{Error, Result};
 use crate::tensor::{DType, Tensor, map_file};
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,6 +123,37 @@ impl SafeTensors {
         Ok(SafeTensors {
             path: path.to_path_buf(),
             map,
+            header,
+        })
+    }
+
+    /// Validates safetensors `bytes` already in memory (received over a network, embedded in a binary),
+    /// copying them once into an anonymous read-only mapping so tensors borrow them exactly as from
+    /// [`SafeTensors::open`]; `name` stands for the file in errors.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] below 8 bytes, [`Error::Io`] when the mapping cannot be made; any validation
+    /// error of [`parse_header`].
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Self> {
+        let path = name.as_ref();
+        if bytes.len() < 8 {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                len: bytes.len() as u64,
+            });
+        }
+        // Header first: hostile bytes are refused before any copy is made.
+        let header = parse_header(path, bytes)?;
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            op: "map anonymous memory",
+            source,
+        };
+        let mut map = MmapOptions::new().len(bytes.len()).map_anon().map_err(io)?;
+        map.copy_from_slice(bytes);
+        Ok(SafeTensors {
+            path: path.to_path_buf(),
+            map: Arc::new(map.make_read_only().map_err(io)?),
             header,
         })
     }
@@ -244,6 +277,21 @@ impl SafeTensors {
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
             .collect())
+    }
+
+    /// Every floating-point tensor holding NaN or infinite values, in header order, with their counts and
+    /// the first offending index. Such files load (the values are data, not damage); callers such as
+    /// `anvil info` report them. Integer and bool tensors are never listed.
+    pub fn non_finite(&self) -> Vec<NonFinite> {
+        self.header
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let mut report = count_non_finite(t.dtype, &self.map[t.range.clone()])?;
+                report.name.clone_from(&t.name);
+                Some(report)
+            })
+            .collect()
     }
 
     fn unsupported(&self, info: &TensorInfo, wanted: &str) -> Error {

@@ -147,8 +147,16 @@ impl Bpe {
     /// # Errors
     /// As [`crate::tokenizer::from_file`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let (file, root) = super::read_json(path.as_ref())?;
-        Self::from_json(&root, &file)
+        let path = path.as_ref();
+        Self::from_json_bytes(&super::read(path)?, &path.display().to_string())
+    }
+
+    /// [`Bpe::from_file`] for the bytes of a `tokenizer.json` in memory; `file` names it in errors.
+    ///
+    /// # Errors
+    /// As [`crate::tokenizer::from_json_bytes`].
+    pub fn from_json_bytes(bytes: &[u8], file: &str) -> Result<Self, Error> {
+        Self::from_json(&super::parse_json(bytes, file)?, file)
     }
 
     pub(crate) fn from_json(root: &Value, file: &str) -> Result<Self, Error> {

@@ -125,58 +125,61 @@ pub trait Tokenizer {
 /// [`Error::Io`], [`Error::Json`], or [`Error::Format`] for an unsupported or inconsistent file.
 pub fn from_file(path: impl AsRef<Path>) -> Result<Box<dyn Tokenizer + Send + Sync>, Error> {
     let path = path.as_ref();
-    let (file, root) = read_json(path)?;
+    from_json_bytes(&read(path)?, &path.display().to_string())
+}
+
+/// [`from_file`] for the bytes of a `tokenizer.json` already in memory; `file` names it in errors.
+///
+/// # Errors
+/// [`Error::Json`], or [`Error::Format`] for an unsupported or inconsistent file.
+pub fn from_json_bytes(
+    bytes: &[u8],
+    file: &str,
+) -> Result<Box<dyn Tokenizer + Send + Sync>, Error> {
+    let root = parse_json(bytes, file)?;
     match root
         .get("model")
         .and_then(|m| m.get("type"))
         .and_then(Value::as_str)
     {
-        Some("BPE") => Ok(Box::new(Bpe::from_json(&root, &file)?)),
-        Some("WordPiece") => Ok(Box::new(WordPiece::from_json(&root, &file)?)),
+        Some("BPE") => Ok(Box::new(Bpe::from_json(&root, file)?)),
+        Some("WordPiece") => Ok(Box::new(WordPiece::from_json(&root, file)?)),
         other => Err(Error::Format {
-            file,
+            file: file.to_string(),
             msg: format!("unsupported model.type {other:?}"),
         }),
     }
 }
 
-/// Reads and parses a JSON file; returns its display name too, for error messages.
-pub(crate) fn read_json(path: &Path) -> Result<(String, Value), Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+/// The bytes of `path`.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let file = path.display().to_string();
-    match json::parse(&bytes) {
-        Ok(v) => Ok((file, v)),
-        Err(source) => Err(Error::Json { file, source }),
-    }
+    })
 }
 
-/// Writes `text` to a temporary file beside `path`, then renames it into place, so a crash never leaves a
-/// half-written tokenizer behind.
-pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
+/// Parses JSON `bytes` from `file` (named in the error).
+pub(crate) fn parse_json(bytes: &[u8], file: &str) -> Result<Value, Error> {
+    json::parse(bytes).map_err(|source| Error::Json {
+        file: file.to_string(),
         source,
-    };
-    let mut tmp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
+}
+
+/// Writes `text` through [`crate::io::write_atomic`] (temporary file, fsync, rename, directory fsync), so a
+/// crash never leaves a half-written tokenizer behind.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
+    crate::io::write_atomic(path, |w| w.write_all(text.as_bytes())).map_err(|e| match e {
+        crate::io::Error::Io { path, op, source } => Error::Io {
+            path,
+            source: std::io::Error::new(source.kind(), format!("{op}: {source}")),
+        },
+        other => Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// One piece of input after special tokens are cut out.
@@ -188,32 +191,44 @@ pub(crate) enum Segment<'a> {
 
 /// Splits `text` at every occurrence of a special token (leftmost first; the longest on a tie), as HF matches
 /// added tokens before any normalisation or pre-tokenization. `specials` holds `(content, id)`.
+///
+/// One pass: each special's next occurrence is cached and searched again only once the cut has moved past
+/// it, so the text is scanned about once per special (searching the whole rest at every cut was quadratic).
 pub(crate) fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Segment<'a>> {
+    let specials: Vec<&(String, u32)> = specials.iter().filter(|(c, _)| !c.is_empty()).collect();
+    // next[i]: where specials[i] next occurs at or after `pos` (no occurrence lies between), or None.
+    let mut next: Vec<Option<usize>> = specials
+        .iter()
+        .map(|(c, _)| text.find(c.as_str()))
+        .collect();
     let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
+    let mut pos = 0;
+    while pos < text.len() {
         let mut best: Option<(usize, usize, u32)> = None; // (start, len, id)
-        for (content, id) in specials.iter().filter(|(c, _)| !c.is_empty()) {
-            if let Some(pos) = rest.find(content.as_str()) {
-                let better = match best {
-                    None => true,
-                    Some((b, l, _)) => pos < b || (pos == b && content.len() > l),
-                };
-                if better {
-                    best = Some((pos, content.len(), *id));
-                }
+        for (slot, (content, id)) in next.iter_mut().zip(&specials) {
+            if slot.is_some_and(|p| p < pos) {
+                // `pos` ends a special token or is 0, so it is a char boundary.
+                *slot = text[pos..].find(content.as_str()).map(|q| pos + q);
+            }
+            let Some(p) = *slot else { continue };
+            let better = match best {
+                None => true,
+                Some((b, l, _)) => p < b || (p == b && content.len() > l),
+            };
+            if better {
+                best = Some((p, content.len(), *id));
             }
         }
         match best {
-            Some((pos, len, id)) => {
-                if pos > 0 {
-                    out.push(Segment::Text(&rest[..pos]));
+            Some((p, len, id)) => {
+                if p > pos {
+                    out.push(Segment::Text(&text[pos..p]));
                 }
                 out.push(Segment::Special(id));
-                rest = &rest[pos + len..];
+                pos = p + len;
             }
             None => {
-                out.push(Segment::Text(rest));
+                out.push(Segment::Text(&text[pos..]));
                 break;
             }
         }

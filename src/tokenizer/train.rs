@@ -56,6 +56,11 @@ impl State {
         None
     }
 
+    /// Drops `pair` from the candidates (it comes back if a later merge creates it anew).
+    fn forbid(&mut self, pair: Pair) {
+        self.pair_count.remove(&pair);
+    }
+
     /// Replaces every non-overlapping occurrence (left to right) of `pair` by `merged`.
     fn merge(&mut self, pair: Pair, merged: u32) {
         let mut affected = self.pair_words.remove(&pair).unwrap_or_default();
@@ -147,6 +152,12 @@ impl Bpe {
             }
             let (ta, tb) = (vocab[a as usize].clone(), vocab[b as usize].clone());
             let joined = format!("{ta}{tb}");
+            if specials.iter().any(|(s, _)| *s == joined) {
+                // A special token such as "Ġx" also spells the bytes " x"; merging into its id would decode
+                // " x" as the special's text. Such a pair is never merged.
+                state.forbid((a, b));
+                continue;
+            }
             // Different merge orders can spell the same token ("a"+"bc", "ab"+"c"); it keeps one id.
             let merged = *ids.entry(joined.clone()).or_insert(vocab.len() as u32);
             if merged as usize == vocab.len() {

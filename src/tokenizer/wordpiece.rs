@@ -18,6 +18,8 @@ pub struct WordPiece {
     prefix: String,
     /// Words with more characters than this become `[UNK]` whole.
     max_chars: usize,
+    /// Bytes in the longest vocabulary token.
+    longest: usize,
     options: BertOptions,
     specials: Vec<(String, u32)>,
 }
@@ -40,12 +42,14 @@ impl WordPiece {
             .iter()
             .filter_map(|s| ids.get(*s).map(|&id| (s.to_string(), id)))
             .collect();
+        let longest = vocab.iter().map(String::len).max().unwrap_or(0);
         Ok(WordPiece {
             vocab,
             ids,
             unk_id,
             prefix: "##".into(),
             max_chars: 100,
+            longest,
             options,
             specials,
         })
@@ -54,22 +58,26 @@ impl WordPiece {
     /// Loads a BERT `vocab.txt` (one token per line, id = line number) with the uncased options.
     ///
     /// # Errors
-    /// [`Error::Io`], [`Error::Format`] for non-UTF-8 text, [`Error::MissingToken`] without `[UNK]`.
+    /// [`Error::Io`]; [`Error::Format`] for non-UTF-8 text or a vocabulary without `[UNK]`.
     pub fn from_vocab_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|e| Error::Format {
-            file: path.display().to_string(),
-            msg: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        Self::from_vocab_bytes(&super::read(path)?, &path.display().to_string())
+    }
+
+    /// [`WordPiece::from_vocab_file`] for the bytes of a `vocab.txt` in memory; `file` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::Format`] for non-UTF-8 text or a vocabulary without `[UNK]`.
+    pub fn from_vocab_bytes(bytes: &[u8], file: &str) -> Result<Self, Error> {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::Format {
+            file: file.to_string(),
+            msg: format!("not UTF-8 at byte {}", e.valid_up_to()),
         })?;
         let vocab = text
             .lines()
             .map(|l| l.trim_end_matches('\r').to_string())
             .collect();
-        Self::new(vocab, "[UNK]", BertOptions::default())
+        Self::new(vocab, "[UNK]", BertOptions::default()).map_err(|e| in_file(e, file))
     }
 
     /// Loads a HF `tokenizer.json` whose model is WordPiece, honouring its `BertNormalizer` options.
@@ -77,8 +85,16 @@ impl WordPiece {
     /// # Errors
     /// As [`crate::tokenizer::from_file`].
     pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let (file, root) = super::read_json(path.as_ref())?;
-        Self::from_json(&root, &file)
+        let path = path.as_ref();
+        Self::from_json_bytes(&super::read(path)?, &path.display().to_string())
+    }
+
+    /// [`WordPiece::from_tokenizer_json`] for bytes in memory; `file` names it in errors.
+    ///
+    /// # Errors
+    /// As [`crate::tokenizer::from_json_bytes`].
+    pub fn from_json_bytes(bytes: &[u8], file: &str) -> Result<Self, Error> {
+        Self::from_json(&super::parse_json(bytes, file)?, file)
     }
 
     pub(crate) fn from_json(root: &Value, file: &str) -> Result<Self, Error> {
@@ -98,7 +114,7 @@ impl WordPiece {
             .and_then(Value::as_str)
             .unwrap_or("[UNK]");
         let options = bert_options(root.get("normalizer"), file)?;
-        let mut wp = Self::new(vocab, unk, options)?;
+        let mut wp = Self::new(vocab, unk, options).map_err(|e| in_file(e, file))?;
         if let Some(p) = model.get("continuing_subword_prefix") {
             wp.prefix = p
                 .as_str()
@@ -150,9 +166,14 @@ impl WordPiece {
         let mut start = 0;
         let mut key = String::with_capacity(word.len() + self.prefix.len());
         while start < word.len() {
-            // Candidate ends at char boundaries, longest first.
+            // Candidate ends at char boundaries, longest first; no piece longer than the longest token can
+            // match, which bounds the work per position whatever `max_chars` a file sets.
+            let mut limit = (start + self.longest).min(word.len());
+            while !word.is_char_boundary(limit) {
+                limit -= 1;
+            }
             let mut found = None;
-            let ends = word[start..]
+            let ends = word[start..limit]
                 .char_indices()
                 .rev()
                 .map(|(i, c)| start + i + c.len_utf8());
@@ -179,6 +200,17 @@ impl WordPiece {
                 }
             }
         }
+    }
+}
+
+/// A vocabulary's missing `[UNK]` as a [`Error::Format`] naming the file it came from.
+fn in_file(e: Error, file: &str) -> Error {
+    match e {
+        Error::MissingToken { token } => Error::Format {
+            file: file.to_string(),
+            msg: format!("the vocabulary has no unknown token {token:?}"),
+        },
+        other => other,
     }
 }
 

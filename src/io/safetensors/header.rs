@@ -12,6 +12,12 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+/// The largest header we parse, as the reference implementation caps it. Parsing builds a JSON tree a
+/// bounded multiple of the header's size (34 heap bytes per header byte measured for a long `[0,0,...]`,
+/// the densest case; `tests/malformed` asserts at most 64), so this caps what a hostile header can make us
+/// allocate at a few GB whatever the file's size; real headers are about 100 bytes per tensor.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
 /// The reserved header key holding the file's string metadata.
 pub const METADATA_KEY: &str = "__metadata__";
 
@@ -39,8 +45,8 @@ pub struct Header {
 /// no two may share a byte.
 ///
 /// # Errors
-/// [`Error::Truncated`], [`Error::HeaderTooLong`], [`Error::InvalidHeader`], [`Error::InvalidEntry`],
-/// [`Error::UnknownDtype`], [`Error::ElementCountOverflow`], [`Error::OffsetsOutOfRange`],
+/// [`Error::Truncated`], [`Error::HeaderTooLong`], [`Error::HeaderTooLarge`], [`Error::InvalidHeader`],
+/// [`Error::InvalidEntry`], [`Error::UnknownDtype`], [`Error::ElementCountOverflow`], [`Error::OffsetsOutOfRange`],
 /// [`Error::ByteLengthMismatch`], [`Error::Overlap`] or [`Error::DuplicateName`], each naming the file and,
 /// where one is concerned, the tensor.
 pub fn parse_header(path: &Path, file: &[u8]) -> Result<Header> {
@@ -53,6 +59,13 @@ pub fn parse_header(path: &Path, file: &[u8]) -> Result<Header> {
         });
     };
     let header_len = u64::from_le_bytes(*len_bytes);
+    if header_len > MAX_HEADER_LEN && header_len <= file_len - 8 {
+        return Err(Error::HeaderTooLarge {
+            path: p(),
+            header_len,
+            limit: MAX_HEADER_LEN,
+        });
+    }
     let json_bytes = usize::try_from(header_len)
         .ok()
         .and_then(|n| rest.get(..n))

@@ -1,16 +1,14 @@
-//! The safetensors writer: header and data written to a temporary file beside the target, fsynced, then
-//! renamed over it, so a failed or interrupted save leaves the old file intact (and readers that mapped the
-//! old file keep its inode).
+//! The safetensors writer: header and data go through [`crate::io::write_atomic`] (temporary file, fsync,
+//! rename, directory fsync), so a failed or interrupted save leaves the old file intact (and readers that
+//! mapped the old file keep its inode).
 
 use super::{FileDtype, METADATA_KEY, SCALES_SUFFIX};
-use crate::io::{Error, Result};
+use crate::io::{Error, Result, write_atomic};
 use crate::json::Value;
 use crate::tensor::{DType, Tensor};
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One tensor as it goes to the file.
 struct Out<'a> {
@@ -40,7 +38,7 @@ pub fn save(
     let path = path.as_ref();
     let outs = collect(path, tensors)?;
     let (header, order) = layout(&outs, metadata);
-    write_atomically(path, |w| {
+    write_atomic(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(header.as_bytes())?;
         for &i in &order {
@@ -141,66 +139,4 @@ fn layout(outs: &[Out<'_>], metadata: &[(&str, &str)]) -> (String, Vec<usize>) {
         header.push(' ');
     }
     (header, order)
-}
-
-/// Runs `fill` on a new temporary file beside `path`, fsyncs it, renames it to `path` and fsyncs the
-/// directory so the rename itself is durable. On failure the temporary file is removed.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let io = |op: &'static str, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| Error::Io { path, op, source }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp, file) = create_temp(&dir, &file_name).map_err(io("create temporary file", path))?;
-
-    let result = (|| {
-        let mut w = BufWriter::new(file);
-        fill(&mut w).map_err(io("write", &tmp))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename into place", path))
-    })();
-    if result.is_err() {
-        // Best effort: the error being reported is the one that matters.
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    sync_dir(&dir).map_err(io("fsync directory", &dir))
-}
-
-/// A fresh `.{name}.{pid}.{k}.tmp` in `dir`, created exclusively (so concurrent saves never share one).
-fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
-    let mut k = 0u32;
-    loop {
-        let tmp = dir.join(format!(".{name}.{}.{k}.tmp", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && k < 10_000 => k += 1,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    // Directories cannot be opened for syncing here; the rename is as durable as the platform makes it.
-    Ok(())
 }
