@@ -122,6 +122,13 @@ def seed_json(fixtures):
         write("json", f"edge{len(text)}", text)
 
 
+def seed_configs(fixtures, minilm):
+    for f in sorted(fixtures.glob("*/config.json")):
+        write("config_json", f.parent.name, f.read_bytes())
+    if (minilm / "config.json").exists():
+        write("config_json", "minilm", (minilm / "config.json").read_bytes())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=Path(os.environ.get("ANVIL_FIXTURES", REPO.parent / "shared/fixtures")))
@@ -131,6 +138,7 @@ def main():
     seed_tokenizers(a.minilm)
     seed_texts(a.fixtures)
     seed_json(a.fixtures)
+    seed_configs(a.fixtures, a.minilm)
     for d in sorted((HERE / "corpus").iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
