@@ -1,12 +1,14 @@
 //! Measurement for `anvil bench`: timing with interleaved repetitions and medians, the machine's
 //! roofline, and one function per kernel family returning records (the library never prints).
 
+pub mod decode;
 pub mod gemm;
 #[cfg(feature = "peers")]
 pub mod peers;
 pub mod qgemm;
 pub mod rows;
 
+pub use decode::{DecodeModel, decode_models, decode_records};
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
 pub use qgemm::{QGEMM_SHAPES, QRun, qgemm_runs};
 pub use rows::{RowBench, row_benches};

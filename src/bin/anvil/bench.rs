@@ -15,6 +15,9 @@ Families:
          against copy bandwidth and PyTorch (with --torch)
   qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
          and PyTorch's dynamically quantized Linear (with --torch)
+  decode generation with the KV cache, batch 1, 64-token prompt then 64 new tokens: prefill and
+         decode tokens/s and the decode's weight traffic, for GPT-2 124M, a tiny GPT and its
+         8-expert MoE, f32 and int8 weights (random weights), beside PyTorch eager (with --torch)
 
 Options:
   --threads N     threads to use (default: all cores)
@@ -23,7 +26,7 @@ Options:
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
 
-const FAMILIES: [&str; 3] = ["gemm", "rows", "qgemm"];
+const FAMILIES: [&str; 4] = ["gemm", "rows", "qgemm", "decode"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -69,9 +72,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
+        "decode" => {
+            for r in pool.install(|| bench::decode_records(threads, budget))? {
+                out.record(&r);
+            }
+        }
         other => {
             return Err(format!(
-                "unknown bench family `{other}` (known: gemm, rows, qgemm)"
+                "unknown bench family `{other}` (known: {})",
+                FAMILIES.join(", ")
             ));
         }
     }
@@ -126,6 +135,7 @@ impl Output {
         };
         let unit = match r.unit {
             "gflops" => "GFLOP/s",
+            "tokens_per_s" => "tok/s",
             "gbps" => "GB/s",
             "gops" => "GOP/s",
             u => u,
