@@ -99,9 +99,10 @@ pub fn time_decode(m: &mut Model, budget: Duration) -> Result<(f64, f64), String
 
 /// Bytes of weights a decode step reads: every parameter at its storage size, except the
 /// embedding tables, of which one row is read (a tied head reads the whole token embedding
-/// through the head, so it is counted there).
+/// through the head, so it is counted there), and mixture experts, of which `k` of `E` run.
 pub fn weight_bytes_per_token(m: &Model) -> usize {
     let g = m.graph_ref();
+    let c = m.config();
     m.params()
         .iter()
         .map(|(name, p)| {
@@ -116,6 +117,8 @@ pub fn weight_bytes_per_token(m: &Model) -> usize {
                 || (name.ends_with("wte.weight") && m.is_quantized());
             if embedding {
                 t.shape().last().copied().unwrap_or(0) * per
+            } else if name.contains(".experts.") {
+                (t.numel() * per + scales) * c.experts_per_token / c.n_experts.max(1)
             } else {
                 t.numel() * per + scales
             }
@@ -128,9 +131,17 @@ pub fn weight_bytes_per_token(m: &Model) -> usize {
 ///
 /// # Errors
 /// The model's errors, as text.
-pub fn decode_records(threads: usize, budget: Duration) -> Result<Vec<Record>, String> {
+/// `only`: the models whose name contains it.
+pub fn decode_records(
+    threads: usize,
+    budget: Duration,
+    only: Option<&str>,
+) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     for dm in decode_models() {
+        if only.is_some_and(|o| !dm.name.contains(o)) {
+            continue;
+        }
         for int8 in [false, true] {
             let mut m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
             if int8 {

@@ -24,7 +24,7 @@ Options:
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
   --seconds S     time budget per shape (default 1.5)
-  --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
+  --only TEXT     only the shapes (gemm) or models (decode) whose label contains TEXT";
 
 const FAMILIES: [&str; 4] = ["gemm", "rows", "qgemm", "decode"];
 
@@ -73,7 +73,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
         "decode" => {
-            for r in pool.install(|| bench::decode_records(threads, budget))? {
+            for r in pool.install(|| bench::decode_records(threads, budget, f.value("only")))? {
                 out.record(&r);
             }
         }
@@ -85,7 +85,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
     if let Some(py) = f.value("torch") {
-        torch(py, family, threads, &mut out)?;
+        // The decode script takes the time budget and the model filter too.
+        let mut extra = Vec::new();
+        if family == "decode" {
+            extra.extend(["--seconds".to_string(), seconds.to_string()]);
+            if let Some(o) = f.value("only") {
+                extra.extend(["--only".to_string(), o.to_string()]);
+            }
+        }
+        torch(py, family, threads, &extra, &mut out)?;
     }
     Ok(())
 }
@@ -247,7 +255,13 @@ fn rows(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
 }
 
 /// Runs `benches/torch_FAMILY.py` and passes its JSON lines through.
-fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result<(), String> {
+fn torch(
+    python: &str,
+    family: &str,
+    threads: usize,
+    extra: &[String],
+    out: &mut Output,
+) -> Result<(), String> {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/torch_{family}.py"));
     if !script.exists() {
@@ -260,6 +274,7 @@ fn torch(python: &str, family: &str, threads: usize, out: &mut Output) -> Result
         .arg(&script)
         .arg("--threads")
         .arg(threads.to_string())
+        .args(extra)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !o.status.success() {
