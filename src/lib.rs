@@ -2,6 +2,7 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod generate;
 pub mod io;
 pub mod tensor;
 pub use anvil_kernels as kernels;

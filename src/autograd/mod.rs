@@ -25,6 +25,7 @@ pub use crate::kernels::gelu::Gelu;
 pub use crate::kernels::softmax::CausalMask;
 pub use ops::attention::AttnConfig;
 pub use ops::dropout::Rng;
+pub use ops::qlinear::QParamId;
 
 /// A value on the tape: an index plus the tape generation it belongs to, so a handle kept past
 /// [`Graph::backward`] or [`Graph::clear`] is refused instead of reading another value.
@@ -155,6 +156,8 @@ pub struct Graph {
     recorded: usize,
     params: Vec<Param>,
     param_grads: Vec<Vec<f32>>,
+    /// Packed int8 weights of quantized Linears (`ops::qlinear`).
+    qweights: Vec<crate::kernels::qgemm::QWeights>,
     pool: Pool,
 }
 
@@ -178,6 +181,7 @@ impl Graph {
             recorded: 0,
             params: Vec::new(),
             param_grads: Vec::new(),
+            qweights: Vec::new(),
             pool: Pool::default(),
         }
     }

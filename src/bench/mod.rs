@@ -2,6 +2,7 @@
 //! roofline, and one function per kernel family returning records (the library never prints).
 
 pub mod block;
+pub mod decode;
 pub mod embed;
 pub mod gemm;
 #[cfg(feature = "peers")]
@@ -11,6 +12,7 @@ pub mod rows;
 pub mod train;
 
 pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, measure_block};
+pub use decode::{DecodeModel, decode_models, decode_records};
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
 pub use qgemm::{QGEMM_SHAPES, QRun, qgemm_runs};
 pub use rows::{RowBench, row_benches};

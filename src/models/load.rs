@@ -48,6 +48,27 @@ impl Source for FileSource<'_> {
             _ => t.to_f32(),
         })
     }
+
+    fn get_int8(&mut self, name: &str, out: usize, inp: usize) -> Result<Option<Tensor>> {
+        let stored = (self.rename)(name);
+        let Ok(info) = self.file.info(&stored) else {
+            return Ok(None);
+        };
+        if info.dtype != safetensors::FileDtype::I8 {
+            return Ok(None);
+        }
+        if info.shape != [out, inp] {
+            return Err(Error::TensorShape {
+                path: self.file.path().to_path_buf(),
+                name: stored,
+                expected: vec![out, inp],
+                actual: info.shape.clone(),
+            });
+        }
+        let t = self.file.tensor(&stored)?;
+        self.used.insert(stored);
+        Ok(Some(t))
+    }
 }
 
 fn same(name: &str) -> String {

@@ -9,6 +9,7 @@ mod config;
 mod encoder;
 mod error;
 mod load;
+mod quantize;
 
 pub use config::{Arch, Config};
 pub use encoder::{Encoder, EncoderConfig, SentenceEmbedder, mean_pool_normalize};
@@ -162,7 +163,19 @@ impl Model {
                 (embed, Positions::Sinusoidal, blocks, norm, head)
             }
         };
-        Ok(Model {
+        // An int8 checkpoint of a tied model holds the head's int8 copy.
+        let head = match head {
+            None => b
+                .int8_weight(quantize::TIED_HEAD, c.vocab_size, c.d_model)?
+                .map(|(w, q)| Linear {
+                    w,
+                    b: None,
+                    in_out: false,
+                    q: Some(q),
+                }),
+            h => h,
+        };
+        let mut model = Model {
             config,
             graph,
             params,
@@ -172,7 +185,11 @@ impl Model {
             final_norm,
             head,
             training: None,
-        })
+        };
+        if model.is_quantized() {
+            model.freeze()?;
+        }
+        Ok(model)
     }
 
     pub fn config(&self) -> &Config {

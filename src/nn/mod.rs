@@ -11,7 +11,7 @@ mod moe;
 pub use attention::{Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, sinusoidal_table};
 pub use moe::{Moe, MoeOutput, MoeStats, Routing, assign as moe_assign};
 
-use crate::autograd::{Gelu, Graph, ParamId, Rng, Var};
+use crate::autograd::{Gelu, Graph, ParamId, QParamId, Rng, Var};
 use crate::models::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -31,6 +31,15 @@ pub trait Source {
     /// # Errors
     /// A source-specific error naming the tensor (missing, wrong shape, unreadable).
     fn get(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor>;
+
+    /// The int8 form `(out, inp)` (per-row scales) of weight `name`, when the source stores it
+    /// so; `None` (the default) when it holds the weight as floats or not at all.
+    ///
+    /// # Errors
+    /// A source-specific error naming the tensor (an int8 tensor of the wrong shape).
+    fn get_int8(&mut self, _name: &str, _out: usize, _inp: usize) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Fresh parameters from a seeded generator, in the order they are asked for.
@@ -101,16 +110,41 @@ impl<'a> Builder<'a> {
         r
     }
 
+    /// The frozen int8 parameter `prefix.name` `(out, inp)` and its packed weights, when the
+    /// source stores that weight as int8.
+    ///
+    /// # Errors
+    /// The source's error; [`Error::Tensor`] when the tensor cannot be packed.
+    pub fn int8_weight(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Option<(ParamId, QParamId)>> {
+        let full = self.full_name(name);
+        let Some(t) = self.source.get_int8(&full, out, inp)? else {
+            return Ok(None);
+        };
+        let qw = crate::autograd::ops::qlinear::pack_int8(&t)?;
+        let id = self.graph.add_param(&full, &t, false);
+        self.names.push((full, id));
+        Ok(Some((id, self.graph.add_qweights(qw))))
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
     /// A trainable parameter `prefix.name` of `shape`.
     ///
     /// # Errors
     /// The source's error (missing tensor, wrong shape, ...).
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<ParamId> {
-        let full = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
+        let full = self.full_name(name);
         let t = self.source.get(&full, shape, init)?;
         if t.shape() != shape {
             return Err(Error::TensorShape {
@@ -130,12 +164,16 @@ impl<'a> Builder<'a> {
 pub const INIT_STD: f32 = 0.02;
 
 /// `y = x W^T + b` with `W: (out, in)`, or `y = x W + b` with `W: (in, out)` for GPT-2's Conv1D.
+/// A quantized Linear (`q`) computes through int8 weights `(out, in)` per output channel; its
+/// parameter `w` then holds that int8 tensor (for saving) and is not read by the forward.
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {
     pub w: ParamId,
     pub b: Option<ParamId>,
     /// The weight is stored `(in, out)` (GPT-2 `Conv1D`).
     pub in_out: bool,
+    /// The packed int8 weights, once quantized (inference only).
+    pub q: Option<QParamId>,
 }
 
 impl Linear {
@@ -143,14 +181,23 @@ impl Linear {
     ///
     /// # Errors
     /// The source's error.
+    /// An int8 weight in the source (see [`Builder::int8_weight`]) makes it a quantized Linear.
     pub fn new(b: &mut Builder, name: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
         b.scope(name, |b| {
+            let (w, q) = match b.int8_weight("weight", out, inp)? {
+                Some((w, q)) => (w, Some(q)),
+                None => (
+                    b.param("weight", &[out, inp], Init::Normal(INIT_STD))?,
+                    None,
+                ),
+            };
             Ok(Linear {
-                w: b.param("weight", &[out, inp], Init::Normal(INIT_STD))?,
+                w,
                 b: bias
                     .then(|| b.param("bias", &[out], Init::Zeros))
                     .transpose()?,
                 in_out: false,
+                q,
             })
         })
     }
@@ -159,14 +206,41 @@ impl Linear {
     ///
     /// # Errors
     /// The source's error.
+    /// Its int8 form is stored `(out, in)` like any other.
     pub fn conv1d(b: &mut Builder, name: &str, inp: usize, out: usize) -> Result<Self> {
         b.scope(name, |b| {
+            let (w, q) = match b.int8_weight("weight", out, inp)? {
+                Some((w, q)) => (w, Some(q)),
+                None => (
+                    b.param("weight", &[inp, out], Init::Normal(INIT_STD))?,
+                    None,
+                ),
+            };
             Ok(Linear {
-                w: b.param("weight", &[inp, out], Init::Normal(INIT_STD))?,
+                w,
                 b: Some(b.param("bias", &[out], Init::Zeros)?),
-                in_out: true,
+                in_out: q.is_none(),
+                q,
             })
         })
+    }
+
+    /// Replaces the weight by its int8 form (per output channel) for inference; no-op when
+    /// already quantized.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] when the weight is not 2-D or a tape is recorded.
+    pub fn quantize(&mut self, g: &mut Graph) -> Result<()> {
+        if self.q.is_some() {
+            return Ok(());
+        }
+        let kernels = g.kernels();
+        let w = g.param_tensor(self.w)?.clone();
+        let (qw, t) = crate::autograd::ops::qlinear::quantize_weight(&kernels, &w, self.in_out)?;
+        g.replace_param(self.w, t)?;
+        self.q = Some(g.add_qweights(qw));
+        self.in_out = false;
+        Ok(())
     }
 
     /// `// x: (..., in) -> (..., out)`
@@ -174,8 +248,11 @@ impl Linear {
     /// # Errors
     /// Shape errors from the graph.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
-        let w = g.param(self.w)?;
         let b = self.b.map(|b| g.param(b)).transpose()?;
+        if let Some(q) = self.q {
+            return Ok(g.qlinear(x, q, b)?);
+        }
+        let w = g.param(self.w)?;
         Ok(if self.in_out {
             let y = g.matmul(x, w)?;
             match b {

@@ -460,6 +460,10 @@ impl Tokenizer for Bpe {
         })
     }
 
+    fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, Error> {
+        Bpe::decode_bytes(self, ids)
+    }
+
     fn vocab_size(&self) -> usize {
         self.vocab.len()
     }

@@ -114,6 +114,14 @@ pub trait Tokenizer {
     /// # Errors
     /// [`Error::UnknownId`] naming the first id outside the vocabulary.
     fn decode(&self, ids: &[u32]) -> Result<String, Error>;
+    /// The bytes `ids` stand for, before any UTF-8 check (byte-level BPE pieces may end inside a
+    /// character: streaming decoders join them). Defaults to the text's bytes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownId`] naming the first id outside the vocabulary.
+    fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, Error> {
+        self.decode(ids).map(String::into_bytes)
+    }
     fn vocab_size(&self) -> usize;
     fn id_to_token(&self, id: u32) -> Option<&str>;
     fn token_to_id(&self, token: &str) -> Option<u32>;

@@ -10,6 +10,7 @@ pub mod gather;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod qlinear;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod rope;

@@ -21,15 +21,18 @@ Families:
          (with --torch); the model directory from --model or ANVIL_MINILM_DIR
   train  one training step (forward, backward, AdamW) of the dense tiny GPT, its 8-expert MoE
          variant and GPT-2 124M, beside PyTorch eager (with --torch)
+  decode generation with the KV cache, batch 1, 64-token prompt then 64 new tokens: prefill and
+         decode tokens/s and the decode's weight traffic, for GPT-2 124M, a tiny GPT and its
+         8-expert MoE, f32 and int8 weights (random weights), beside PyTorch eager (with --torch)
 
 Options:
   --threads N     threads to use (default: all cores)
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
   --seconds S     time budget per shape (default 1.5)
-  --only TEXT     only the shapes whose label contains TEXT (e.g. 1x768)";
+  --only TEXT     only the shapes (gemm) or models (decode) whose label contains TEXT";
 
-const FAMILIES: [&str; 6] = ["gemm", "rows", "qgemm", "block", "train", "embed"];
+const FAMILIES: [&str; 7] = ["gemm", "rows", "qgemm", "block", "train", "embed", "decode"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -78,6 +81,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "train" => pool.install(|| train(threads, budget, f.value("only"), &mut out))?,
         "embed" => pool.install(|| embed(threads, budget, &model_dir(&f)?, &mut out))?,
         "block" => return pool.install(|| block(threads, budget, f.value("torch"), json)),
+        "decode" => {
+            for r in pool.install(|| bench::decode_records(threads, budget, f.value("only")))? {
+                out.record(&r);
+            }
+        }
         other => {
             return Err(format!(
                 "unknown bench family `{other}` (known: {})",
@@ -98,6 +106,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 "--sentences".to_string(),
                 path.display().to_string(),
             ];
+        }
+        // The decode script takes the time budget and the model filter too.
+        if family == "decode" {
+            extra.extend(["--seconds".to_string(), seconds.to_string()]);
+            if let Some(o) = f.value("only") {
+                extra.extend(["--only".to_string(), o.to_string()]);
+            }
         }
         let r = torch(py, family, threads, &extra, &mut out);
         if family == "embed" {
@@ -153,6 +168,7 @@ impl Output {
         };
         let unit = match r.unit {
             "gflops" => "GFLOP/s",
+            "tokens_per_s" => "tok/s",
             "gbps" => "GB/s",
             "gops" => "GOP/s",
             u => u,

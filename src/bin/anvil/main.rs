@@ -2,6 +2,7 @@
 
 mod bench;
 mod embed;
+mod generate;
 mod memory;
 
 use std::process::ExitCode;
@@ -13,9 +14,11 @@ Usage: anvil <COMMAND> [OPTIONS]
 
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
-                 (families: gemm, rows, qgemm)
+                 (families: gemm, rows, qgemm, block, train, embed, decode)
   memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
   embed          sentence embeddings (all-MiniLM-L6-v2 or another sentence-transformers model)
+  generate MODEL [PROMPT]   generate text (sampling, stop strings, beams, --int8), printed live
+  quantize IN OUT           write an int8 checkpoint of a model
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";
@@ -34,6 +37,8 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         Some("embed") => embed::main(&args[1..]),
         Some("memory") => memory::main(&args[1..]),
+        Some("generate") => generate::main(&args[1..]),
+        Some("quantize") => generate::quantize(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
     match result {
@@ -43,6 +48,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A rayon pool of `--threads` threads (default: all cores).
+pub fn pool(f: &Flags) -> Result<rayon::ThreadPool, String> {
+    let threads: usize = f.parsed(
+        "threads",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    )?;
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| format!("cannot start {threads} threads: {e}"))
 }
 
 /// Flags shared by the subcommands: `--name value` pairs and bare switches, checked against what

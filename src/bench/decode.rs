@@ -1,0 +1,183 @@
+//! `anvil bench decode`: prefill and token-by-token decode through the key/value cache, batch 1,
+//! a 64-token prompt then 64 new tokens (greedy), on random-weight models of three sizes, f32 and
+//! int8 weights.
+
+use super::{Record, median};
+use crate::generate::argmax;
+use crate::models::{Arch, Config, Model};
+use std::time::{Duration, Instant};
+
+/// Prompt tokens, then tokens decoded one at a time.
+pub const PROMPT: usize = 64;
+pub const NEW: usize = 64;
+
+/// A decode benchmark model.
+#[derive(Clone, Debug)]
+pub struct DecodeModel {
+    pub name: &'static str,
+    pub config: Config,
+}
+
+/// GPT-2 124M, the "tiny" GPT (vocab 4096, 6 layers, d 384, 6 heads) and its 8-expert top-2
+/// mixture (Mixtral layout: SwiGLU experts of width 1536, untied head).
+pub fn decode_models() -> Vec<DecodeModel> {
+    let gpt = |vocab, layers, d, heads, ctx| Config {
+        arch: Arch::Gpt2,
+        vocab_size: vocab,
+        d_model: d,
+        n_layers: layers,
+        n_heads: heads,
+        n_kv_heads: heads,
+        head_dim: d / heads,
+        d_ff: 4 * d,
+        max_seq_len: ctx,
+        tie_embeddings: true,
+        dropout: 0.0,
+        ..Config::expert(vocab)
+    };
+    let tiny = gpt(4096, 6, 384, 6, 256);
+    let moe = Config {
+        arch: Arch::Mixtral,
+        n_experts: 8,
+        experts_per_token: 2,
+        tie_embeddings: false,
+        norm_eps: 1e-5,
+        ..tiny.clone()
+    };
+    vec![
+        DecodeModel {
+            name: "gpt2-124m",
+            config: gpt(50257, 12, 768, 12, 1024),
+        },
+        DecodeModel {
+            name: "tiny",
+            config: tiny,
+        },
+        DecodeModel {
+            name: "tiny-moe8x2",
+            config: moe,
+        },
+    ]
+}
+
+/// Median seconds of the prefill and of the whole decode, over rounds until `budget` passes
+/// (at least 3 rounds, after one warm-up).
+///
+/// # Errors
+/// The model's errors, as text.
+pub fn time_decode(m: &mut Model, budget: Duration) -> Result<(f64, f64), String> {
+    let prompt: Vec<u32> = (0..PROMPT as u32)
+        .map(|i| (i * 7919 + 13) % m.config().vocab_size as u32)
+        .collect();
+    let once = |m: &mut Model| -> crate::models::Result<(f64, f64)> {
+        let mut cache = m.new_cache(1, Some(PROMPT + NEW + 1));
+        let t0 = Instant::now();
+        let l = m.forward_cached(&prompt, &[0], &mut cache)?;
+        let v = m.config().vocab_size;
+        let vals = m.graph_ref().value(l)?;
+        let mut next = argmax(&vals[vals.len() - v..]);
+        m.graph().clear();
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        for _ in 0..NEW {
+            let l = m.forward_cached(&[next], &[0], &mut cache)?;
+            next = argmax(m.graph_ref().value(l)?);
+            m.graph().clear();
+        }
+        Ok((prefill, t1.elapsed().as_secs_f64()))
+    };
+    once(m).map_err(|e| e.to_string())?;
+    let (mut p, mut d) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while p.len() < 3 || start.elapsed() < budget {
+        let (a, b) = once(m).map_err(|e| e.to_string())?;
+        p.push(a);
+        d.push(b);
+    }
+    Ok((median(p), median(d)))
+}
+
+/// Bytes of weights a decode step reads: every parameter at its storage size, except the
+/// embedding tables, of which one row is read (a tied head reads the whole token embedding
+/// through the head, so it is counted there), and mixture experts, of which `k` of `E` run.
+pub fn weight_bytes_per_token(m: &Model) -> usize {
+    let g = m.graph_ref();
+    let c = m.config();
+    m.params()
+        .iter()
+        .map(|(name, p)| {
+            let Ok(t) = g.param_tensor(*p) else { return 0 };
+            let per = match t.dtype() {
+                crate::tensor::DType::I8 => 1,
+                dt => dt.size(),
+            };
+            let scales = if per == 1 { 4 * t.shape()[0] } else { 0 };
+            let embedding = name.ends_with("wpe.weight")
+                || (name.ends_with("embed_tokens.weight") && !m.config().tie_embeddings)
+                || (name.ends_with("wte.weight") && m.is_quantized());
+            if embedding {
+                t.shape().last().copied().unwrap_or(0) * per
+            } else if name.contains(".experts.") {
+                (t.numel() * per + scales) * c.experts_per_token / c.n_experts.max(1)
+            } else {
+                t.numel() * per + scales
+            }
+        })
+        .sum()
+}
+
+/// Prefill and decode records for every model, f32 then int8, plus the decode's weight
+/// traffic (`gbps`).
+///
+/// # Errors
+/// The model's errors, as text.
+/// `only`: the models whose name contains it.
+pub fn decode_records(
+    threads: usize,
+    budget: Duration,
+    only: Option<&str>,
+) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    for dm in decode_models() {
+        if only.is_some_and(|o| !dm.name.contains(o)) {
+            continue;
+        }
+        for int8 in [false, true] {
+            let mut m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
+            if int8 {
+                m.quantize().map_err(|e| e.to_string())?;
+            }
+            let (p, d) = time_decode(&mut m, budget)?;
+            let tag = format!("anvil/{}-{}", dm.name, if int8 { "int8" } else { "f32" });
+            let shape = format!("{PROMPT}+{NEW}");
+            let rec = |name: String, unit, value, seconds| Record {
+                name,
+                shape: shape.clone(),
+                threads,
+                unit,
+                value,
+                seconds,
+            };
+            out.push(rec(
+                format!("{tag}/prefill"),
+                "tokens_per_s",
+                PROMPT as f64 / p,
+                p,
+            ));
+            out.push(rec(
+                format!("{tag}/decode"),
+                "tokens_per_s",
+                NEW as f64 / d,
+                d,
+            ));
+            let bytes = weight_bytes_per_token(&m) as f64;
+            out.push(rec(
+                format!("{tag}/decode_weights"),
+                "gbps",
+                bytes * NEW as f64 / d / 1e9,
+                d,
+            ));
+        }
+    }
+    Ok(out)
+}

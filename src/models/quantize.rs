@@ -1,0 +1,83 @@
+//! Whole-model int8: every Linear weight (attention, MLP, experts, and the LM head, a tied head
+//! included) replaced by int8 per output channel for no-grad inference. Embeddings, norms,
+//! biases and the mixture routers stay f32 (a router's top-k choice is discrete: quantizing it
+//! would change which experts run, not just round their output).
+
+use super::{Model, Result};
+use crate::autograd::ops::qlinear::quantize_weight;
+use crate::nn::{Ffn, Linear, Qkv};
+
+/// The checkpoint name of a tied head's int8 copy (the f32 head is the embedding itself).
+pub(crate) const TIED_HEAD: &str = "lm_head.weight";
+
+impl Model {
+    /// Quantizes every Linear weight to int8 per output channel (see the module docs) and
+    /// freezes every parameter: the model then runs inference only, through the int8 kernels,
+    /// and [`Model::save`] writes an int8 checkpoint that [`Model::load`] reads back as is.
+    ///
+    /// # Errors
+    /// [`super::Error::Tensor`] when a tape is recorded (clear it first).
+    pub fn quantize(&mut self) -> Result<()> {
+        let g = &mut self.graph;
+        for blk in &mut self.blocks {
+            match &mut blk.attn.qkv {
+                Qkv::Fused(l) => l.quantize(g)?,
+                Qkv::Separate { q, k, v } => {
+                    q.quantize(g)?;
+                    k.quantize(g)?;
+                    v.quantize(g)?;
+                }
+            }
+            blk.attn.out.quantize(g)?;
+            match &mut blk.ffn {
+                Ffn::Mlp { fc, proj, .. } => {
+                    fc.quantize(g)?;
+                    proj.quantize(g)?;
+                }
+                Ffn::SwiGlu(s) => {
+                    s.gate.quantize(g)?;
+                    s.up.quantize(g)?;
+                    s.down.quantize(g)?;
+                }
+                Ffn::Moe(m) => {
+                    for s in &mut m.experts {
+                        s.gate.quantize(g)?;
+                        s.up.quantize(g)?;
+                        s.down.quantize(g)?;
+                    }
+                }
+            }
+        }
+        match &mut self.head {
+            Some(h) => h.quantize(g)?,
+            None => {
+                let kernels = g.kernels();
+                let embed = g.param_tensor(self.embed)?.clone();
+                let (qw, t) = quantize_weight(&kernels, &embed, false)?;
+                let w = g.add_param(TIED_HEAD, &t, false);
+                self.params.push((TIED_HEAD.to_string(), w));
+                self.head = Some(Linear {
+                    w,
+                    b: None,
+                    in_out: false,
+                    q: Some(g.add_qweights(qw)),
+                });
+            }
+        }
+        self.freeze()
+    }
+
+    /// Whether the Linear weights are int8 (quantized or loaded from an int8 checkpoint).
+    pub fn is_quantized(&self) -> bool {
+        self.head.is_some_and(|h| h.q.is_some())
+            || self.blocks.first().is_some_and(|b| b.attn.out.q.is_some())
+    }
+
+    /// Freezes every parameter (a quantized model has no training path).
+    pub(crate) fn freeze(&mut self) -> Result<()> {
+        for (_, p) in &self.params {
+            self.graph.set_requires_grad(*p, false)?;
+        }
+        Ok(())
+    }
+}
