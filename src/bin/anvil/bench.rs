@@ -107,8 +107,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 path.display().to_string(),
             ];
         }
-        // The decode script takes the time budget and the model filter too.
-        if family == "decode" {
+        // The decode and train scripts take the time budget and the model filter too.
+        if family == "decode" || family == "train" {
             extra.extend(["--seconds".to_string(), seconds.to_string()]);
             if let Some(o) = f.value("only") {
                 extra.extend(["--only".to_string(), o.to_string()]);
