@@ -122,6 +122,22 @@ def seed_json(fixtures):
         write("json", f"edge{len(text)}", text)
 
 
+def seed_checkpoints(fixtures):
+    """Anvil checkpoints: a fixture's weights with its config.json in the metadata (`anvil.config`),
+    whole and with one tensor's shape altered."""
+    for arch in ["gpt2", "llama"]:
+        raw, header, base = read_safetensors(fixtures / arch / "model.safetensors")
+        config = (fixtures / arch / "config.json").read_text()
+        entries = [
+            (name, e["dtype"], e["shape"], raw[base + e["data_offsets"][0] : base + e["data_offsets"][1]])
+            for name, e in header.items()
+            if name != "__metadata__"
+        ]
+        write("checkpoint", arch, safetensors(entries, {"anvil.config": config, "format": "pt"}))
+        bent = [(n, d, ([s[0] * s[1]] if len(s) == 2 and i == 0 else s), b) for i, (n, d, s, b) in enumerate(entries)]
+        write("checkpoint", arch + "-bent", safetensors(bent, {"anvil.config": config}))
+
+
 def seed_configs(fixtures, minilm):
     for f in sorted(fixtures.glob("*/config.json")):
         write("config_json", f.parent.name, f.read_bytes())
@@ -139,6 +155,7 @@ def main():
     seed_texts(a.fixtures)
     seed_json(a.fixtures)
     seed_configs(a.fixtures, a.minilm)
+    seed_checkpoints(a.fixtures)
     for d in sorted((HERE / "corpus").iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
