@@ -1,6 +1,7 @@
 //! The `anvil` command line.
 
 mod bench;
+mod branches;
 mod memory;
 
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ Usage: anvil <COMMAND> [OPTIONS]
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm)
+  branches ACTION  the multi-task system: frozen MiniLM encoder, MoE blocks, LoRA branches
+                 (train, add, eval, compare)
   memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
   help           print this help
 
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("branches") => branches::main(&args[1..]),
         Some("memory") => memory::main(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
