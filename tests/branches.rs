@@ -456,3 +456,22 @@ fn minilm_branches_beat_chance_and_adding_one_keeps_the_others() {
     check(&mut sys, nb);
     assert_eq!(outputs(&mut sys), before);
 }
+
+#[test]
+fn cli_refuses_bad_input_with_a_named_error() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anvil"))
+            .arg("branches")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&["bogus"]).contains("unknown action `bogus`"));
+    assert!(run(&["train", "--frobnicate"]).contains("unknown flag `--frobnicate`"));
+    assert!(run(&["train", "--seed", "x"]).contains("--seed: cannot read `x`"));
+    let missing = std::env::temp_dir().join("anvil-branches-no-such-dir");
+    let err = run(&["eval", "--dir", missing.to_str().unwrap()]);
+    assert!(err.contains("demo.json"), "{err}");
+}
