@@ -136,7 +136,13 @@ impl Encoded {
             let h = emb.encoder.forward(&ids, b, Some(&mask));
             let h = h.and_then(|h| Ok(emb.encoder.graph().value(h)?.to_vec()));
             emb.encoder.graph().clear();
-            let h = h?;
+            let h = match h {
+                Ok(h) => h,
+                Err(e) => {
+                    emb.encoder.graph().set_grad_enabled(g_was);
+                    return Err(e);
+                }
+            };
             for (r, &i) in chunk.iter().enumerate() {
                 states[i] = h[r * t * d..][..tokens[i].len() * d].to_vec();
             }
