@@ -7,6 +7,7 @@ pub mod io;
 pub mod tensor;
 pub use anvil_kernels as kernels;
 
+pub mod branches;
 pub mod json;
 pub mod memory;
 pub mod models;

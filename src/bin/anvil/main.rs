@@ -1,6 +1,7 @@
 //! The `anvil` command line.
 
 mod bench;
+mod branches;
 mod embed;
 mod generate;
 mod memory;
@@ -15,6 +16,9 @@ Usage: anvil <COMMAND> [OPTIONS]
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm, block, train, embed, decode)
+                 (families: gemm, rows, qgemm)
+  branches ACTION  the multi-task system: frozen MiniLM encoder, MoE blocks, LoRA branches
+                 (train, add, eval, compare)
   memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
   embed          sentence embeddings (all-MiniLM-L6-v2 or another sentence-transformers model)
   generate MODEL [PROMPT]   generate text (sampling, stop strings, beams, --int8), printed live
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::main(&args[1..]),
         Some("embed") => embed::main(&args[1..]),
+        Some("branches") => branches::main(&args[1..]),
         Some("memory") => memory::main(&args[1..]),
         Some("generate") => generate::main(&args[1..]),
         Some("quantize") => generate::quantize(&args[1..]),
