@@ -7,7 +7,7 @@ use anvil::models::Model;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    anvil_fuzz::load_file(data, "model.safetensors", Model::load, |mut m| {
+    anvil_fuzz::load_file(data, "model.safetensors", |p| Model::load(p), |mut m| {
         let v = m.config().vocab_size as u32;
         let ids: Vec<u32> = (0..4u32).map(|i| i % v.max(1)).collect();
         m.graph().set_grad_enabled(false);
