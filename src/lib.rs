@@ -6,8 +6,11 @@ pub mod io;
 pub mod tensor;
 pub use anvil_kernels as kernels;
 
+pub mod corpus;
+pub mod data;
 pub mod json;
 pub mod models;
 pub mod nn;
+pub mod plot;
 pub mod tokenizer;
 pub mod train;
