@@ -1,6 +1,10 @@
 //! The `anvil` command line.
 
 mod bench;
+mod eval;
+mod info;
+mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -12,6 +16,9 @@ Usage: anvil <COMMAND> [OPTIONS]
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm)
+  train          train a small mixture-of-experts model on the built-in corpus (or --data)
+  eval CKPT      loss, perplexity and per-domain accuracy of a checkpoint
+  info PATH      parameters, memory, config and NaN/inf scan of a checkpoint or HF directory
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";
@@ -28,6 +35,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("train") => train::main(&args[1..]),
+        Some("eval") => eval::main(&args[1..]),
+        Some("info") => info::main(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
     match result {
