@@ -68,6 +68,11 @@ fn ascii_vocabulary_round_trips_and_names_bad_ids() {
     assert_eq!(Ascii.vocab_size(), ASCII_VOCAB);
     assert!(Ascii.decode(&[128]).is_err());
     assert_eq!(Ascii.token_to_id("a"), Some(97));
+    for id in 0..ASCII_VOCAB as u32 {
+        let t = Ascii.id_to_token(id).unwrap();
+        assert_eq!(Ascii.token_to_id(t), Some(id));
+    }
+    assert_eq!(Ascii.id_to_token(128), None);
 }
 
 fn tiny() -> Model {

@@ -2,8 +2,8 @@
 //! structure, so the main job needs no download. Every example is one line, `prompt` then
 //! `answer` then `\n`; each domain's checker recomputes the right answer from the prompt alone.
 //!
-//! - arithmetic: `37+05=42` (operands written with two digits, so every digit sits at a fixed
-//!   distance from the `=`)
+//! - arithmetic: `37+5=42` (a two-digit number, written with two digits, plus a digit: every
+//!   digit sits at a fixed distance from the `=`; the carry is the structure to learn)
 //! - reverse: `rev(kqzt)=tzqk` (3 to 5 letters)
 //! - json: `json({"k":[3,{"b":7)=}]}` (close the open brackets, innermost first)
 //! - facts: `the capital of france is paris.` (a fixed table of templated English facts)
@@ -163,7 +163,7 @@ impl Rng {
 
 fn prompt_of(domain: Domain, rng: &mut Rng) -> String {
     match domain {
-        Domain::Arithmetic => format!("{:02}+{:02}=", rng.below(100), rng.below(100)),
+        Domain::Arithmetic => format!("{:02}+{}=", rng.below(100), rng.below(10)),
         Domain::Reverse => {
             let n = 3 + rng.below(3);
             let s: String = (0..n).map(|_| rng.letter()).collect();
@@ -224,6 +224,9 @@ pub fn text(examples: &[Example]) -> String {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ascii;
 
+/// Every ASCII character in id order: token `i` is `ASCII_CHARS[i..i + 1]`.
+const ASCII_CHARS: &str = "\u{0}\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}\u{9}\u{a}\u{b}\u{c}\u{d}\u{e}\u{f}\u{10}\u{11}\u{12}\u{13}\u{14}\u{15}\u{16}\u{17}\u{18}\u{19}\u{1a}\u{1b}\u{1c}\u{1d}\u{1e}\u{1f} !\u{22}#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\u{5c}]^_`abcdefghijklmnopqrstuvwxyz{|}~\u{7f}";
+
 /// Size of the [`Ascii`] vocabulary.
 pub const ASCII_VOCAB: usize = 128;
 
@@ -259,8 +262,9 @@ impl Tokenizer for Ascii {
         ASCII_VOCAB
     }
 
-    fn id_to_token(&self, _id: u32) -> Option<&str> {
-        None
+    fn id_to_token(&self, id: u32) -> Option<&str> {
+        let i = usize::try_from(id).ok()?;
+        ASCII_CHARS.get(i..i + 1)
     }
 
     fn token_to_id(&self, token: &str) -> Option<u32> {
