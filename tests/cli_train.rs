@@ -113,6 +113,30 @@ fn short_train_loss_falls_and_the_checkpoint_reloads() {
     assert!(is.contains("training checkpoint: step 40"), "{is}");
     assert!(is.contains("non-finite values: none"), "{is}");
 
+    // A NaN and an inf written into one tensor of a copy are found and named.
+    let name = "blocks.0.attn.q.weight";
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let off = {
+        let f = anvil::io::safetensors::SafeTensors::open(&ckpt).unwrap();
+        let names = f.names().join(", ");
+        let t = f
+            .bytes(name)
+            .unwrap_or_else(|_| panic!("no {name} in {names}"));
+        t.as_ptr() as usize - f.mapped_bytes().as_ptr() as usize
+    };
+    let mut bad = bytes.clone();
+    bad[off..off + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bad[off + 8..off + 12].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let bad_path = dir.join("bad.safetensors");
+    std::fs::write(&bad_path, bad).unwrap();
+    let i = anvil(&["info", bad_path.to_str().unwrap()]);
+    let is = text(&i.stdout);
+    assert!(
+        is.contains(&format!("{name} ")) && is.contains("1 NaN, 1 inf"),
+        "{is}"
+    );
+    assert!(is.contains("non-finite values: in 1 of"), "{is}");
+
     // Resume to step 50: ten more steps appended to the metrics.
     let mut args = vec!["train", "--steps", "50", "--out", out, "--resume", ck];
     args.extend_from_slice(TINY);
