@@ -209,10 +209,7 @@ fn default_run_reaches_the_stated_accuracy() {
     }
 }
 
-/// Per-domain accuracy floors of the default run (see README.md for what it reaches).
-const FLOORS: &[(&str, f64)] = &[
-    ("arithmetic", 0.0),
-    ("reverse", 0.0),
-    ("json", 0.0),
-    ("facts", 0.0),
-];
+/// Per-domain accuracy floors of the default run, below what it measured (README.md: json and
+/// facts 100%, reverse 53%) to leave room for another ISA tier's rounding. Arithmetic has none:
+/// the default budget does not learn the carry (1%).
+const FLOORS: &[(&str, f64)] = &[("reverse", 0.4), ("json", 0.9), ("facts", 0.9)];
