@@ -8,9 +8,12 @@ pub mod tensor;
 pub use anvil_kernels as kernels;
 
 pub mod branches;
+pub mod corpus;
+pub mod data;
 pub mod json;
 pub mod memory;
 pub mod models;
 pub mod nn;
+pub mod plot;
 pub mod tokenizer;
 pub mod train;

@@ -7,17 +7,27 @@ use std::collections::HashMap;
 /// activations come in a handful of lengths, each repeated once per layer).
 const MAX_PER_LEN: usize = 256;
 
+/// At most this many bytes are kept free. Mixture-of-experts layers make buffers of a new length
+/// almost every step (each expert's token count varies), so without a bound the pool grows
+/// with the number of steps; past it the pool is emptied and refills with the lengths in use.
+const MAX_BYTES: usize = 256 << 20;
+
 /// Free buffers by length.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Bytes held by `free`.
+    held: usize,
 }
 
 impl Pool {
     /// A buffer of `len` elements holding stale values: callers overwrite every element.
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
         match self.free.get_mut(&len).and_then(Vec::pop) {
-            Some(v) => v,
+            Some(v) => {
+                self.held -= 4 * len;
+                v
+            }
             None => vec![0.0; len],
         }
     }
@@ -41,9 +51,15 @@ impl Pool {
         if v.is_empty() {
             return;
         }
+        let size = 4 * v.len();
+        if self.held + size > MAX_BYTES {
+            self.free.clear();
+            self.held = 0;
+        }
         let slot = self.free.entry(v.len()).or_default();
-        if slot.len() < MAX_PER_LEN {
+        if slot.len() < MAX_PER_LEN && size <= MAX_BYTES {
             slot.push(v);
+            self.held += size;
         }
     }
 

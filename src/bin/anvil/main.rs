@@ -3,8 +3,12 @@
 mod bench;
 mod branches;
 mod embed;
+mod eval;
 mod generate;
+mod info;
 mod memory;
+mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -16,13 +20,15 @@ Usage: anvil <COMMAND> [OPTIONS]
 Commands:
   bench FAMILY   measure a kernel family against this machine's roofline and its peers
                  (families: gemm, rows, qgemm, block, train, embed, decode)
-                 (families: gemm, rows, qgemm)
   branches ACTION  the multi-task system: frozen MiniLM encoder, MoE blocks, LoRA branches
                  (train, add, eval, compare)
   memory ACTION  a three-level conversation memory: add, query, stats, eval, bench
   embed          sentence embeddings (all-MiniLM-L6-v2 or another sentence-transformers model)
   generate MODEL [PROMPT]   generate text (sampling, stop strings, beams, --int8), printed live
   quantize IN OUT           write an int8 checkpoint of a model
+  train          train a small mixture-of-experts model on the built-in corpus (or --data)
+  eval CKPT      loss, perplexity and per-domain accuracy of a checkpoint
+  info PATH      parameters, memory, config and NaN/inf scan of a checkpoint or HF directory
   help           print this help
 
 Run `anvil <COMMAND> --help` for a command's options.";
@@ -44,6 +50,9 @@ fn main() -> ExitCode {
         Some("memory") => memory::main(&args[1..]),
         Some("generate") => generate::main(&args[1..]),
         Some("quantize") => generate::quantize(&args[1..]),
+        Some("train") => train::main(&args[1..]),
+        Some("eval") => eval::main(&args[1..]),
+        Some("info") => info::main(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`; run `anvil --help`")),
     };
     match result {
