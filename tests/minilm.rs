@@ -184,3 +184,38 @@ fn minilm_embeddings_serve_memory_retrieval() {
     let bad = EncoderEmbedder::load(std::env::temp_dir().join("no-such-model-dir"));
     assert!(bad.err().unwrap().to_string().contains("config.json"));
 }
+
+/// int8 embeddings must stay this close to f32 (the bound for the int8 path).
+const INT8_COSINE_MIN: f64 = 0.99;
+
+#[test]
+fn minilm_int8_embeddings_stay_close_to_f32() {
+    let Some(dir) = minilm_dir() else {
+        skipped(
+            "minilm_int8_embeddings_stay_close_to_f32",
+            "no MiniLM model",
+        );
+        return;
+    };
+    let root = json::parse(&std::fs::read(reference()).expect("reference.json")).unwrap();
+    let cases = root.get("cases").and_then(Value::as_array).unwrap();
+    let texts: Vec<&str> = cases
+        .iter()
+        .map(|c| c.get("text").and_then(Value::as_str).unwrap())
+        .collect();
+    let mut f = anvil::models::SentenceEmbedder::load(&dir).unwrap();
+    let mut q = anvil::models::SentenceEmbedder::load(&dir).unwrap();
+    q.encoder.quantize().unwrap();
+    let (a, b) = (
+        f.embed(&texts, |_, _| {}).unwrap(),
+        q.embed(&texts, |_, _| {}).unwrap(),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| cosine(x, y))
+        .fold(1.0, f64::min);
+    println!("minilm int8: worst cosine to f32 {worst:.5}");
+    assert!(worst >= INT8_COSINE_MIN, "int8 cosine {worst}");
+    assert_ne!(a, b, "quantization changed nothing");
+}

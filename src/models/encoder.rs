@@ -308,6 +308,28 @@ impl Encoder {
         Ok(())
     }
 
+    /// Replaces every Linear weight of the layers (attention projections, feed-forward) by int8
+    /// per output channel, run through the int8 GEMM with activations quantized per row;
+    /// embeddings and LayerNorms stay f32. Freezes the encoder (int8 has no training path).
+    ///
+    /// # Errors
+    /// While a tape is recorded; kernel errors from quantizing.
+    pub fn quantize(&mut self) -> Result<()> {
+        self.set_trainable(false)?;
+        let g = &mut self.graph;
+        for l in &mut self.layers {
+            if let Qkv::Separate { q, k, v } = &mut l.attn.qkv {
+                q.quantize(g)?;
+                k.quantize(g)?;
+                v.quantize(g)?;
+            }
+            l.attn.out.quantize(g)?;
+            l.fc.quantize(g)?;
+            l.proj.quantize(g)?;
+        }
+        Ok(())
+    }
+
     /// The last hidden states. `// ids: (B, T), mask: (B, T) -> (B, T, d)` on [`Encoder::graph`].
     ///
     /// # Errors

@@ -317,21 +317,52 @@ fn embed(threads: usize, budget: Duration, dir: &str, out: &mut Output) -> Resul
     let mut e = anvil::models::SentenceEmbedder::load(dir).map_err(|e| e.to_string())?;
     let texts = bench::embed::sentences(EMBED_SENTENCES);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let f32_out = e.embed(&refs, |_, _| {}).map_err(|e| e.to_string())?;
     let mut run = || {
         std::hint::black_box(
             e.embed(&refs, |_, _| {})
                 .expect("embedding the bench sentences"),
         );
     };
-    let secs = bench::interleaved(&mut [&mut run], budget, 3);
-    out.record(&Record {
-        name: "anvil/minilm_f32".into(),
-        shape: format!("{EMBED_SENTENCES} sentences x batch 32"),
-        threads,
-        unit: "sentences_per_s",
-        value: EMBED_SENTENCES as f64 / secs[0],
-        seconds: secs[0],
-    });
+    let mut q = anvil::models::SentenceEmbedder::load(dir).map_err(|e| e.to_string())?;
+    q.encoder.quantize().map_err(|e| e.to_string())?;
+    let q_out = q.embed(&refs, |_, _| {}).map_err(|e| e.to_string())?;
+    // The int8 embeddings' agreement with f32: the worst cosine over the sentences.
+    let worst = f32_out
+        .iter()
+        .zip(&q_out)
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum::<f64>()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let mut run_q = || {
+        std::hint::black_box(
+            q.embed(&refs, |_, _| {})
+                .expect("embedding the bench sentences"),
+        );
+    };
+    let secs = bench::interleaved(&mut [&mut run, &mut run_q], budget, 3);
+    for (name, s) in [
+        ("anvil/minilm_f32", secs[0]),
+        ("anvil/minilm_int8", secs[1]),
+    ] {
+        out.record(&Record {
+            name: name.into(),
+            shape: format!("{EMBED_SENTENCES} sentences x batch 32"),
+            threads,
+            unit: "sentences_per_s",
+            value: EMBED_SENTENCES as f64 / s,
+            seconds: s,
+        });
+    }
+    if !out.json {
+        println!(
+            "int8 embeddings vs f32: worst cosine {worst:.5} over {EMBED_SENTENCES} sentences"
+        );
+    }
     Ok(())
 }
 

@@ -18,7 +18,8 @@ Options:
   --file F       read sentences from F, one per line
   --out FILE     write a safetensors file (tensor `embeddings`, [N, d]) instead of JSON lines
                  on stdout ({\"text\": ..., \"embedding\": [...]})
-  --batch N      sentences per batch (default 32)";
+  --batch N      sentences per batch (default 32)
+  --int8         run the encoder's Linear layers on int8 weights (per output channel)";
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -60,6 +61,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let dir = crate::bench::model_dir(&f)?;
     let mut e = anvil::models::SentenceEmbedder::load(&dir).map_err(|e| e.to_string())?;
     e.batch = batch;
+    if f.has("int8") {
+        e.encoder.quantize().map_err(|e| e.to_string())?;
+    }
     let start = Instant::now();
     let show = texts.len() > 4 * batch;
     let vecs = e
