@@ -103,8 +103,7 @@ mod avx2 {
     pub(super) fn f16(src: &[u8], dst: &mut [f32]) {
         let full = dst.len() / 8 * 8;
         for i in (0..full).step_by(8) {
-            // SAFETY: i + 8 <= dst.len(), so bytes 2i..2i + 16 of `src` and floats i..i + 8 of `dst` are in
-            // bounds; both are unaligned accesses.
+            // SAFETY: i + 8 <= dst.len(), so bytes 2i..2i + 16 of `src` and floats i..i + 8 of `dst` are in bounds; both are unaligned accesses.
             unsafe {
                 let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
                 _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
@@ -146,8 +145,7 @@ mod avx512 {
     pub(super) fn f16(src: &[u8], dst: &mut [f32]) {
         let full = dst.len() / 16 * 16;
         for i in (0..full).step_by(16) {
-            // SAFETY: i + 16 <= dst.len(), so bytes 2i..2i + 32 of `src` and floats i..i + 16 of `dst` are
-            // in bounds; both are unaligned accesses.
+            // SAFETY: i + 16 <= dst.len(), so bytes 2i..2i + 32 of `src` and floats i..i + 16 of `dst` are in bounds; both are unaligned accesses.
             unsafe {
                 let h = _mm256_loadu_si256(src.as_ptr().add(2 * i).cast());
                 _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));

@@ -66,8 +66,7 @@ pub(crate) fn elementwise<const NI: usize, const NO: usize>(
 ) {
     let outs = outs.map(|o| SendPtr::new(&mut o[..n]));
     for_ranges(n, 4 * (NI + 2 * NO), |r| {
-        // SAFETY: r lies inside 0..n, which every output holds; ranges are disjoint, so each
-        // element of an output is behind one live reference at a time.
+        // SAFETY: r lies inside 0..n, which every output holds; ranges are disjoint, so each element of an output is behind one live reference at a time.
         let o = outs.map(|p| unsafe { p.slice(r.clone()) });
         leaf(ins.map(|s| &s[r.clone()]), o);
     });

@@ -27,10 +27,7 @@ compile_error!(
 /// it owns (model checkpoints). Anvil's own writer never does either: it writes a new file and renames it
 /// over the old one, which leaves existing mappings on the old inode intact.
 pub fn map_file(file: &File) -> std::io::Result<Mmap> {
-    // SAFETY: `Mmap::map` is unsafe because another process could truncate or modify the file while it is
-    // mapped, which would make the `&[u8]` we hand out change underneath us or fault (SIGBUS). We map
-    // read-only, never write through the mapping, and document the contract above: files must not be
-    // truncated or modified in place while any tensor borrowed from them is alive.
+    // SAFETY: `Mmap::map` is unsafe because another process could truncate or modify the file while it is mapped, which would make the `&[u8]` we hand out change underneath us or fault (SIGBUS). We map read-only, never write through the mapping, and document the contract above: files must not be truncated or modified in place while any tensor borrowed from them is alive.
     unsafe { Mmap::map(file) }
 }
 

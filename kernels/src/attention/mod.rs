@@ -192,8 +192,7 @@ impl Kernels {
         let isa = self.isa();
         (0..d.batch * d.hq).into_par_iter().for_each(|bh| {
             with_scratch(d, |s| {
-                // SAFETY: task (b, h) writes only out rows (b, ., h, .) and lse row (b, h, .);
-                // tasks are distinct (b, h) pairs, so no element is written by two tasks.
+                // SAFETY: task (b, h) writes only out rows (b, ., h, .) and lse row (b, h, .); tasks are distinct (b, h) pairs, so no element is written by two tasks.
                 unsafe { fwd_head(isa, a, bh / d.hq, bh % d.hq, op_, lp, s) }
             })
         });
@@ -231,8 +230,7 @@ impl Kernels {
         let isa = self.isa();
         (0..d.batch * d.hkv).into_par_iter().for_each(|bg| {
             with_scratch(d, |s| {
-                // SAFETY: task (b, g) writes only dk, dv rows (b, ., g, .) and dq rows
-                // (b, ., h, .) of its group's query heads; tasks are distinct (b, g) pairs.
+                // SAFETY: task (b, g) writes only dk, dv rows (b, ., g, .) and dq rows (b, ., h, .) of its group's query heads; tasks are distinct (b, g) pairs.
                 unsafe { bwd_group(isa, a, &saved, bg / d.hkv, bg % d.hkv, ptrs, s) }
             })
         });
@@ -416,8 +414,7 @@ unsafe fn fwd_head(
         for r in 0..bq {
             let l = s.l[r];
             let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-            // SAFETY: row (b, i0 + r, h) of out lies inside the checked length and belongs to
-            // this task; likewise lse (b, h, i0 + r).
+            // SAFETY: row (b, i0 + r, h) of out lies inside the checked length and belongs to this task; likewise lse (b, h, i0 + r).
             unsafe {
                 let o = out.slice(q0 + r * qs..q0 + r * qs + d);
                 for (o, &x) in o.iter_mut().zip(&s.acc[r * d..][..d]) {
@@ -491,8 +488,7 @@ unsafe fn bwd_group(
                         .for_each(|(x, &pv)| *x = pv * (*x - s.m[r]));
                 }
                 let krow = kv0 + j0 * kvs;
-                // SAFETY: the rows written lie inside the checked gradient slices and belong
-                // to this task (see the function's contract).
+                // SAFETY: the rows written lie inside the checked gradient slices and belong to this task (see the function's contract).
                 unsafe {
                     // dV += P^T dO; dK += scale dS^T Q; dQ += scale dS K.
                     let dv = p.dv.ptr().add(krow);

@@ -101,8 +101,7 @@ impl<'a> Mm<'a> {
         };
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a `Kernels` holds a tier only when the CPU supports it; `check` and the
-            // caller's contract bound every access.
+            // SAFETY: a `Kernels` holds a tier only when the CPU supports it; `check` and the caller's contract bound every access.
             Isa::Avx512 => unsafe { avx512::mm(&p) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.

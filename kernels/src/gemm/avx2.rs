@@ -70,8 +70,7 @@ unsafe fn kernel(
     let (m0, m1) = (mask8(nr), mask8(nr.saturating_sub(8)));
     let (va, vb) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
     for (i, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row i < mr of the C block; the masks keep loads and stores to its first nr
-        // columns.
+        // SAFETY: row i < mr of the C block; the masks keep loads and stores to its first nr columns.
         unsafe {
             let ci = c.add(i * ldc);
             let mut r0 = _mm256_mul_ps(va, row[0]);

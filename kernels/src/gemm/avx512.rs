@@ -98,8 +98,7 @@ unsafe fn kernel<const R: usize, const V: usize>(
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
     for (i, row) in acc.iter().enumerate().take(mr) {
         for v in 0..V {
-            // SAFETY: row i < mr of the C block; the mask keeps loads and stores to its first nr
-            // columns.
+            // SAFETY: row i < mr of the C block; the mask keeps loads and stores to its first nr columns.
             unsafe {
                 let cv = c.add(i * ldc + 16 * v);
                 let mut r = _mm512_mul_ps(va, row[v]);

@@ -374,8 +374,7 @@ unsafe fn rows<K: MicroKernel>(
             // LOOP 1: the B micro-panels of the packed block.
             for jr in (0..blk.nc).step_by(K::NR) {
                 let bp = bpack[jr * kc..].as_ptr();
-                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at
-                // (ic + ir, jc + jr) is inside C, clipped to mr x nr.
+                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ic + ir, jc + jr) is inside C, clipped to mr x nr.
                 unsafe {
                     K::run(
                         kc,

@@ -192,8 +192,7 @@ impl Kernels {
     pub fn sgemm(&self, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Result<()> {
         let (m, n, k) = check("sgemm", &a, &b, &c, 1, [0; 3])?;
         let p = loops::Problem::new(m, n, k, alpha, &a, &b, beta, c.data.as_mut_ptr(), c.ld);
-        // SAFETY: `check` proved every element the problem touches lies inside the slices, and the
-        // rows of C (ld >= cols) do not overlap.
+        // SAFETY: `check` proved every element the problem touches lies inside the slices, and the rows of C (ld >= cols) do not overlap.
         unsafe { loops::gemm(self.isa(), &p, true) };
         Ok(())
     }
@@ -229,8 +228,7 @@ impl Kernels {
             return Ok(());
         }
         let p = loops::Problem::new(m, n, k, alpha, &a, &b, beta, c.data.as_mut_ptr(), c.ld);
-        // SAFETY: `check` proved each of the `batch` problems lies inside the slices and that the
-        // outputs, `stride_c` apart, do not overlap.
+        // SAFETY: `check` proved each of the `batch` problems lies inside the slices and that the outputs, `stride_c` apart, do not overlap.
         unsafe { loops::gemm_batched(self.isa(), &p, batch, [stride_a, stride_b, stride_c]) };
         Ok(())
     }

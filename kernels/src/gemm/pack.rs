@@ -27,8 +27,7 @@ pub(crate) unsafe fn pack_a(
         let rows = mr.min(mc - i0);
         #[cfg(target_arch = "x86_64")]
         if cs == 1 && rows == 8 && mr == 8 && std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is present (checked above); rows i0..i0 + 8 each hold kc elements
-            // (caller's contract) and `out` holds kc * 8 values.
+            // SAFETY: AVX is present (checked above); rows i0..i0 + 8 each hold kc elements (caller's contract) and `out` holds kc * 8 values.
             unsafe { pack_rows8_avx(a.add(i0 * rs), rs, kc, out) };
             continue;
         }
@@ -75,8 +74,7 @@ unsafe fn pack_rows8_avx(a: *const f32, rs: usize, kc: usize, out: &mut [f32]) {
     let o = out.as_mut_ptr();
     let mut p = 0;
     while p + 8 <= kc {
-        // SAFETY: columns p..p + 8 of each of the 8 rows are readable, and out[p * 8..][..64]
-        // is writable (p + 8 <= kc; the function's contract).
+        // SAFETY: columns p..p + 8 of each of the 8 rows are readable, and out[p * 8..][..64] is writable (p + 8 <= kc; the function's contract).
         unsafe {
             let r = |i: usize| _mm256_loadu_ps(a.add(i * rs + p));
             let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));

@@ -107,8 +107,7 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
             let kn = AXPY_ROWS.min(p.k - k0);
             for v in (0..width).step_by(lanes) {
                 let n = lanes.min(width - v);
-                // SAFETY: rows k0..k0 + kn < k and columns jb + v..jb + v + n < n of B; rows < M
-                // of A; the accumulators lie in `buf` (M x cols).
+                // SAFETY: rows k0..k0 + kn < k and columns jb + v..jb + v + n < n of B; rows < M of A; the accumulators lie in `buf` (M x cols).
                 unsafe {
                     let mut r = [S::zero(); M];
                     for (i, ri) in r.iter_mut().enumerate() {

@@ -28,8 +28,7 @@ fn request_tile_permission() -> bool {
     const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
     const XFEATURE_XTILEDATA: u64 = 18;
     let mut ret = SYS_ARCH_PRCTL;
-    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) reads and writes no user memory; it only extends
-    // this process's XSAVE permissions. `syscall` clobbers rcx and r11, declared here.
+    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) reads and writes no user memory; it only extends this process's XSAVE permissions. `syscall` clobbers rcx and r11, declared here.
     unsafe {
         asm!(
             "syscall",
@@ -96,8 +95,7 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
         .flat_map(|jb| (0..full_rows).step_by(32).map(move |i0| (jb, i0)))
         .peekable();
     let ptrs = |(jb, i0): (usize, usize)| {
-        // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair
-        // 2jb, 2jb+1 in the packed weights (n padded to 32).
+        // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair 2jb, 2jb+1 in the packed weights (n padded to 32).
         unsafe {
             let a = ctx.a.data.as_ptr().add(i0 * kp);
             let b = ctx.w.panels.as_ptr().add(2 * jb * kp * 16);
@@ -109,8 +107,7 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
             }
         }
     };
-    // SAFETY (all blocks below): tiles configured above; `Operands` cover `steps` k-steps of
-    // 1 KB tiles (contract and layout); `tile` holds 32 x NB i32.
+    // SAFETY: (all blocks below) tiles configured above; `Operands` cover `steps` k-steps of 1 KB tiles (contract and layout); `tile` holds 32 x NB i32.
     unsafe {
         asm!(
             "tilezero tmm0",

@@ -191,8 +191,7 @@ pub(super) unsafe fn store256(
                 break;
             }
             let k = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j).min(8) as i32), lanes);
-            // SAFETY: comp and scales hold np >= j + 8 values; the mask keeps stores in row i
-            // of C below column n.
+            // SAFETY: comp and scales hold np >= j + 8 values; the mask keeps stores in row i of C below column n.
             unsafe {
                 let mut v = _mm256_loadu_si256(tile.as_ptr().add(r * NB + 8 * h).cast());
                 if offset {

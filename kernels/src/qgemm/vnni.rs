@@ -215,8 +215,7 @@ pub(super) unsafe fn store512(
                 break;
             }
             let k = mask16(n - j);
-            // SAFETY: comp and scales hold np >= j + 16 values; the mask keeps stores in row i
-            // of C below column n.
+            // SAFETY: comp and scales hold np >= j + 16 values; the mask keeps stores in row i of C below column n.
             unsafe {
                 let mut v = _mm512_loadu_si512(tile.as_ptr().add(r * NB + 16 * h).cast());
                 if offset {
