@@ -5,67 +5,15 @@
 use super::{System, SystemConfig};
 use crate::io::safetensors::{self, SafeTensors};
 use crate::json::{self, Value};
-use crate::models::{Error, Result};
-use crate::nn::{Init, Source};
-use crate::tensor::{DType, Tensor};
-use std::collections::HashSet;
+use crate::models::{Error, FileSource, Result};
+
+use crate::tensor::Tensor;
 use std::path::Path;
 
 /// Metadata key of the trunk's config.
 pub const TRUNK_KEY: &str = "anvil.branches.trunk";
 /// Metadata key of a branch's description.
 pub const BRANCH_KEY: &str = "anvil.branches.branch";
-
-/// Parameters from a file, asked for by their graph name minus `strip`.
-struct FileSource<'a> {
-    file: &'a SafeTensors,
-    strip: String,
-    used: HashSet<String>,
-}
-
-impl Source for FileSource<'_> {
-    fn get(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
-        let stored = name.strip_prefix(&self.strip).unwrap_or(name).to_string();
-        let path = self.file.path().to_path_buf();
-        let info = self.file.info(&stored).map_err(|_| Error::MissingTensor {
-            path: path.clone(),
-            name: stored.clone(),
-        })?;
-        if info.shape != shape {
-            return Err(Error::TensorShape {
-                path,
-                name: stored,
-                expected: shape.to_vec(),
-                actual: info.shape.clone(),
-            });
-        }
-        let t = self.file.tensor(&stored)?;
-        self.used.insert(stored);
-        Ok(if t.dtype() == DType::F32 {
-            t
-        } else {
-            t.to_f32()
-        })
-    }
-}
-
-impl FileSource<'_> {
-    /// [`Error::UnexpectedTensor`] for a tensor of the file nothing asked for.
-    fn check_all_used(&self) -> Result<()> {
-        match self
-            .file
-            .names()
-            .into_iter()
-            .find(|n| !self.used.contains(*n))
-        {
-            Some(extra) => Err(Error::UnexpectedTensor {
-                path: self.file.path().to_path_buf(),
-                name: extra.to_string(),
-            }),
-            None => Ok(()),
-        }
-    }
-}
 
 fn bad(path: &Path, what: &str) -> Error {
     Error::Config {
@@ -163,13 +111,9 @@ impl System {
     pub fn load_trunk(path: impl AsRef<Path>) -> Result<Self> {
         let file = SafeTensors::open(path.as_ref())?;
         let config = SystemConfig::from_json(&meta(&file, TRUNK_KEY)?, file.path())?;
-        let mut src = FileSource {
-            file: &file,
-            strip: String::new(),
-            used: HashSet::new(),
-        };
+        let mut src = FileSource::new(&file, str::to_string);
         let sys = System::build(config, &mut src)?;
-        src.check_all_used()?;
+        src.check_all_used(|_| false)?;
         Ok(sys)
     }
 
@@ -242,13 +186,12 @@ impl System {
                 ),
             ));
         }
-        let mut src = FileSource {
-            file: &file,
-            strip: format!("branch.{name}."),
-            used: HashSet::new(),
-        };
+        let strip = format!("branch.{name}.");
+        let mut src = FileSource::new(&file, |n: &str| {
+            n.strip_prefix(strip.as_str()).unwrap_or(n).to_string()
+        });
         let idx = self.add_branch_from(&name, &labels, &mut src)?;
-        if let Err(e) = src.check_all_used() {
+        if let Err(e) = src.check_all_used(|_| false) {
             // Leave the system as it was: drop the half-checked branch from the list (its
             // parameters stay in the graph, frozen and unused).
             self.branches.pop();

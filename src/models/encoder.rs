@@ -6,8 +6,7 @@ use crate::autograd::{Gelu, Graph, ParamId, Var};
 use crate::io::safetensors::SafeTensors;
 use crate::json;
 use crate::nn::{Attention, AttentionSpec, Builder, Init, Linear, Norm, Qkv, Source};
-use crate::tensor::{DType, Tensor};
-use std::collections::HashSet;
+
 use std::path::Path;
 
 /// The encoder's sizes.
@@ -119,39 +118,6 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-/// Parameters from a safetensors file, HF BERT names, with an optional `bert.` prefix.
-struct FileSource<'a> {
-    file: &'a SafeTensors,
-    prefix: &'static str,
-    used: HashSet<String>,
-}
-
-impl Source for FileSource<'_> {
-    fn get(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
-        let stored = format!("{}{name}", self.prefix);
-        let path = self.file.path().to_path_buf();
-        let info = self.file.info(&stored).map_err(|_| Error::MissingTensor {
-            path: path.clone(),
-            name: stored.clone(),
-        })?;
-        if info.shape != shape {
-            return Err(Error::TensorShape {
-                path,
-                name: stored,
-                expected: shape.to_vec(),
-                actual: info.shape.clone(),
-            });
-        }
-        let t = self.file.tensor(&stored)?;
-        self.used.insert(stored);
-        Ok(if t.dtype() == DType::F32 {
-            t
-        } else {
-            t.to_f32()
-        })
-    }
-}
-
 impl Encoder {
     /// Loads a HF BERT directory (`config.json` + `model.safetensors`), e.g. all-MiniLM-L6-v2.
     ///
@@ -177,26 +143,13 @@ impl Encoder {
         } else {
             ""
         };
-        let mut src = FileSource {
-            file: &file,
-            prefix,
-            used: HashSet::new(),
-        };
+        let mut src = super::load::FileSource::new(&file, |n: &str| format!("{prefix}{n}"));
         let enc = Self::build(config, &mut src)?;
         // Not parameters of the encoder: the position-id buffer, the pooler (sentence
         // embeddings pool by mean), and pre-training heads of a `BertForPreTraining` file.
-        let ignorable =
-            |n: &str| n.ends_with("position_ids") || n.contains("pooler.") || n.starts_with("cls.");
-        if let Some(extra) = file
-            .names()
-            .into_iter()
-            .find(|n| !src.used.contains(*n) && !ignorable(n))
-        {
-            return Err(Error::UnexpectedTensor {
-                path: file.path().to_path_buf(),
-                name: extra.to_string(),
-            });
-        }
+        src.check_all_used(|n| {
+            n.ends_with("position_ids") || n.contains("pooler.") || n.starts_with("cls.")
+        })?;
         Ok(enc)
     }
 

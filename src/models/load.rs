@@ -16,13 +16,42 @@ use std::path::{Path, PathBuf};
 /// The metadata key under which our checkpoints keep the model config (JSON).
 pub const CHECKPOINT_CONFIG_KEY: &str = "anvil.config";
 
-/// Parameters read from a safetensors file, by name, with what was used remembered.
-struct FileSource<'a> {
+/// Parameters read from a safetensors file, by name, with what was used remembered: the one
+/// loader behind models, the encoder and the branches. f32 tensors stay mapped, f16 / bf16
+/// convert; a missing or mis-shaped tensor is an error naming the file and the tensor.
+pub(crate) struct FileSource<'a> {
     file: &'a SafeTensors,
-    /// Prepended to every requested name when the file uses a prefix the model does not (or
-    /// stripped when the file omits one: GPT-2 checkpoints on the hub have no `transformer.`).
-    rename: fn(&str) -> String,
+    /// The stored name of a requested one (a prefix added or stripped: GPT-2 checkpoints on the
+    /// hub have no `transformer.`, BERT ones may have `bert.`).
+    rename: Box<dyn Fn(&str) -> String + 'a>,
     used: HashSet<String>,
+}
+
+impl<'a> FileSource<'a> {
+    pub(crate) fn new(file: &'a SafeTensors, rename: impl Fn(&str) -> String + 'a) -> Self {
+        FileSource {
+            file,
+            rename: Box::new(rename),
+            used: HashSet::new(),
+        }
+    }
+
+    /// [`Error::UnexpectedTensor`] for the first tensor of the file that nothing asked for and
+    /// `ignorable` does not excuse.
+    pub(crate) fn check_all_used(&self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
+        match self
+            .file
+            .names()
+            .into_iter()
+            .find(|n| !self.used.contains(*n) && !ignorable(n))
+        {
+            Some(extra) => Err(Error::UnexpectedTensor {
+                path: self.file.path().to_path_buf(),
+                name: extra.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Source for FileSource<'_> {
@@ -69,10 +98,6 @@ impl Source for FileSource<'_> {
         self.used.insert(stored);
         Ok(Some(t))
     }
-}
-
-fn same(name: &str) -> String {
-    name.to_string()
 }
 
 fn strip_transformer(name: &str) -> String {
@@ -142,30 +167,18 @@ impl Model {
     /// # Errors
     /// As [`Model::load`].
     pub fn from_file(config: Config, file: &SafeTensors) -> Result<Self> {
-        let rename = if config.arch == super::Arch::Gpt2
+        let hub_gpt2 = config.arch == super::Arch::Gpt2
             && file.info("transformer.wte.weight").is_err()
-            && file.info("wte.weight").is_ok()
-        {
-            strip_transformer
-        } else {
-            same
-        };
-        let mut src = FileSource {
-            file,
-            rename,
-            used: HashSet::new(),
-        };
+            && file.info("wte.weight").is_ok();
+        let mut src = FileSource::new(file, move |n: &str| {
+            if hub_gpt2 {
+                strip_transformer(n)
+            } else {
+                n.to_string()
+            }
+        });
         let model = Model::build(config, &mut src)?;
-        if let Some(extra) = file
-            .names()
-            .into_iter()
-            .find(|n| !src.used.contains(*n) && !ignorable(&model.config, n))
-        {
-            return Err(Error::UnexpectedTensor {
-                path: file.path().to_path_buf(),
-                name: extra.to_string(),
-            });
-        }
+        src.check_all_used(|n| ignorable(&model.config, n))?;
         Ok(model)
     }
 

@@ -15,6 +15,7 @@ pub use config::{Arch, Config};
 pub use encoder::{Encoder, EncoderConfig, SentenceEmbedder, mean_pool_normalize};
 pub use error::{Error, Result};
 pub use load::CHECKPOINT_CONFIG_KEY;
+pub(crate) use load::FileSource;
 
 use crate::autograd::{Gelu, Graph, IGNORE_INDEX, ParamId, Rng, Var};
 use crate::nn::{

@@ -4,7 +4,6 @@
 use super::{Builder, Linear};
 use crate::autograd::{AttnConfig, AttnSpec, Graph, Var};
 use crate::models::{Error, Result};
-use crate::tensor::Tensor;
 
 /// The shape of an attention: heads, grouping, positions and masking.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,6 +56,29 @@ impl AttentionSpec {
 }
 
 impl Attention {
+    /// Queries, keys and values of `x: (B, T, d)`, RoPE applied at `positions` (`T` shared or
+    /// `B * T`) when the spec has it. `// -> (B, T, Hq*D), (B, T, Hkv*D), (B, T, Hkv*D)`
+    fn project(&self, g: &mut Graph, x: Var, positions: &[u32]) -> Result<(Var, Var, Var)> {
+        let s = self.spec;
+        let (hq, hkv, d) = (s.n_heads, s.n_kv_heads, s.head_dim);
+        let (q, k, v) = match self.qkv {
+            Qkv::Fused(l) => {
+                let y = l.forward(g, x)?;
+                let parts = g.split(y, 2, &[hq * d, hkv * d, hkv * d])?;
+                (parts[0], parts[1], parts[2])
+            }
+            Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
+        };
+        Ok(match s.rope_theta {
+            Some(theta) => (
+                g.rope(q, d, positions, theta)?,
+                g.rope(k, d, positions, theta)?,
+                v,
+            ),
+            None => (q, k, v),
+        })
+    }
+
     /// LLaMA's layout under `name`: `q_proj`, `k_proj`, `v_proj`, `o_proj`.
     ///
     /// # Errors
@@ -117,26 +139,10 @@ impl Attention {
     /// # Errors
     /// Shape errors from the graph; [`Error::Config`] for a mask of the wrong length.
     pub fn forward(&self, g: &mut Graph, x: Var, key_mask: Option<&[bool]>) -> Result<Var> {
-        let xs = g.shape(x)?.to_vec();
-        let t = xs[1];
-        let s = self.spec;
-        let (hq, hkv, d) = (s.n_heads, s.n_kv_heads, s.head_dim);
-        let (q, k, v) = match self.qkv {
-            Qkv::Fused(l) => {
-                let y = l.forward(g, x)?;
-                let parts = g.split(y, 2, &[hq * d, hkv * d, hkv * d])?;
-                (parts[0], parts[1], parts[2])
-            }
-            Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
-        };
-        let (q, k) = match s.rope_theta {
-            Some(theta) => {
-                let pos: Vec<u32> = (0..t as u32).collect();
-                (g.rope(q, d, &pos, theta)?, g.rope(k, d, &pos, theta)?)
-            }
-            None => (q, k),
-        };
-        let o = g.attention(q, k, v, s.config(), key_mask)?;
+        let t = g.shape(x)?[1];
+        let pos: Vec<u32> = (0..t as u32).collect();
+        let (q, k, v) = self.project(g, x, &pos)?;
+        let o = g.attention(q, k, v, self.spec.config(), key_mask)?;
         self.out.forward(g, o)
     }
 }
@@ -313,30 +319,18 @@ impl Attention {
         let (rows, t) = (xs[0], xs[1]);
         let s = self.spec;
         let (hq, hkv, d) = (s.n_heads, s.n_kv_heads, s.head_dim);
-        let (q, k, v) = match self.qkv {
-            Qkv::Fused(l) => {
-                let y = l.forward(g, x)?;
-                let parts = g.split(y, 2, &[hq * d, hkv * d, hkv * d])?;
-                (parts[0], parts[1], parts[2])
-            }
-            Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
-        };
-        let (q, k) = match s.rope_theta {
-            Some(theta) => {
-                let pos: Vec<u32> = step
-                    .starts
-                    .iter()
-                    .flat_map(|&p| (p..p + t).map(|q| q as u32))
-                    .collect();
-                (g.rope(q, d, &pos, theta)?, g.rope(k, d, &pos, theta)?)
-            }
-            None => (q, k),
-        };
-        let (qv, kv, vv) = (g.value(q)?, g.value(k)?, g.value(v)?);
+        let pos: Vec<u32> = step
+            .starts
+            .iter()
+            .flat_map(|&p| (p..p + t).map(|q| q as u32))
+            .collect();
+        let (q, k, v) = self.project(g, x, &pos)?;
         let (qrow, kvrow) = (hq * d, hkv * d);
         let kernels = g.kernels();
-        let mut out = vec![0.0f32; rows * t * qrow];
-        let mut lse = vec![0.0f32; hq * t];
+        // Pooled buffers: no allocation per decoded token. The kernel writes every output.
+        let mut out = g.pool().take(rows * t * qrow);
+        let mut lse = g.pool().take(hq * t);
+        let (qv, kv, vv) = (g.value(q)?, g.value(k)?, g.value(v)?);
         let cap = step.capacity;
         for (r, (&row, &p0)) in step.rows.iter().zip(step.starts).enumerate() {
             let base = row * cap * kvrow;
@@ -415,7 +409,8 @@ impl Attention {
                 kernels.attention_fwd(&a, out_r, &mut lse)?;
             }
         }
-        let o = g.input(&Tensor::from_vec(out, &[rows, t, qrow])?, false);
+        g.pool().give(lse);
+        let o = g.leaf(out, vec![rows, t, qrow], false);
         self.out.forward(g, o)
     }
 }
