@@ -3,6 +3,7 @@
 //! logits, and generation running on int8 weights.
 
 use anvil::generate::{GenerateConfig, generate};
+use anvil::kernels::qgemm::QFormat;
 use anvil::models::{Arch, Config, Model};
 use anvil::tensor::DType;
 
@@ -67,6 +68,25 @@ fn quantized_logits_are_within_the_bound_of_f32() {
         let e = rel_l2(&got, &want);
         assert!(e > 0.0, "{arch:?}: int8 must differ from f32 at all");
         assert!(e <= LOGITS_REL_L2, "{arch:?}: relative L2 error {e}");
+    }
+}
+
+#[test]
+fn block_quantized_logits_are_within_the_bound_and_have_no_checkpoint_form() {
+    let path =
+        std::env::temp_dir().join(format!("anvil-qblock-{}.safetensors", std::process::id()));
+    for arch in ARCHS {
+        let mut m = Model::new(tiny(arch), 7).unwrap();
+        let want = logits(&mut m);
+        m.quantize_as(QFormat::Block32).unwrap();
+        assert_eq!(m.quant_format(), Some(QFormat::Block32));
+        let got = logits(&mut m);
+        let e = rel_l2(&got, &want);
+        assert!(e > 0.0, "{arch:?}: int8 must differ from f32 at all");
+        assert!(e <= LOGITS_REL_L2, "{arch:?}: relative L2 error {e}");
+        let err = m.save(&path).unwrap_err().to_string();
+        assert!(err.contains("block of 32"), "{arch:?}: {err}");
+        assert!(!path.exists());
     }
 }
 

@@ -186,8 +186,14 @@ impl Model {
     /// file renamed over `path` (an interrupted save leaves the old file intact).
     ///
     /// # Errors
-    /// [`Error::Io`] when writing fails.
+    /// [`Error::Io`] when writing fails; [`Error::Config`] for a model quantized per block of
+    /// 32, which has no checkpoint form.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        if self.quant_format() == Some(crate::kernels::qgemm::QFormat::Block32) {
+            return Err(Error::Config {
+                detail: "int8 weights per block of 32 have no checkpoint form; quantize per channel to save".into(),
+            });
+        }
         let tensors: Vec<(&str, &Tensor)> = self
             .params
             .iter()

@@ -1,10 +1,11 @@
 //! Whole-model int8: every Linear weight (attention, MLP, experts, and the LM head, a tied head
-//! included) replaced by int8 per output channel for no-grad inference. Embeddings, norms,
+//! included) replaced by int8 per output channel (or per block of 32) for no-grad inference. Embeddings, norms,
 //! biases and the mixture routers stay f32 (a router's top-k choice is discrete: quantizing it
 //! would change which experts run, not just round their output).
 
 use super::{Model, Result};
-use crate::autograd::ops::qlinear::quantize_weight;
+use crate::autograd::ops::qlinear::{quantize_weight, quantize_weight_blocks};
+use crate::kernels::qgemm::QFormat;
 use crate::nn::{Ffn, Linear, Qkv};
 
 /// The checkpoint name of a tied head's int8 copy (the f32 head is the embedding itself).
@@ -18,44 +19,59 @@ impl Model {
     /// # Errors
     /// [`super::Error::Tensor`] when a tape is recorded (clear it first).
     pub fn quantize(&mut self) -> Result<()> {
+        self.quantize_as(QFormat::PerChannel)
+    }
+
+    /// As [`Model::quantize`], in `format`. [`QFormat::Block32`] (ggml's Q8_0: an f16 scale per
+    /// 32 weights) has no checkpoint form: [`Model::save`] refuses such a model.
+    ///
+    /// # Errors
+    /// [`super::Error::Tensor`] when a tape is recorded (clear it first).
+    pub fn quantize_as(&mut self, format: QFormat) -> Result<()> {
         let g = &mut self.graph;
         for blk in &mut self.blocks {
             match &mut blk.attn.qkv {
-                Qkv::Fused(l) => l.quantize(g)?,
+                Qkv::Fused(l) => l.quantize_as(g, format)?,
                 Qkv::Separate { q, k, v } => {
-                    q.quantize(g)?;
-                    k.quantize(g)?;
-                    v.quantize(g)?;
+                    q.quantize_as(g, format)?;
+                    k.quantize_as(g, format)?;
+                    v.quantize_as(g, format)?;
                 }
             }
-            blk.attn.out.quantize(g)?;
+            blk.attn.out.quantize_as(g, format)?;
             match &mut blk.ffn {
                 Ffn::Mlp { fc, proj, .. } => {
-                    fc.quantize(g)?;
-                    proj.quantize(g)?;
+                    fc.quantize_as(g, format)?;
+                    proj.quantize_as(g, format)?;
                 }
                 Ffn::SwiGlu(s) => {
-                    s.gate.quantize(g)?;
-                    s.up.quantize(g)?;
-                    s.down.quantize(g)?;
+                    s.gate.quantize_as(g, format)?;
+                    s.up.quantize_as(g, format)?;
+                    s.down.quantize_as(g, format)?;
                 }
                 Ffn::Moe(m) => {
                     for s in &mut m.experts {
-                        s.gate.quantize(g)?;
-                        s.up.quantize(g)?;
-                        s.down.quantize(g)?;
+                        s.gate.quantize_as(g, format)?;
+                        s.up.quantize_as(g, format)?;
+                        s.down.quantize_as(g, format)?;
                     }
                 }
             }
         }
         match &mut self.head {
-            Some(h) => h.quantize(g)?,
+            Some(h) => h.quantize_as(g, format)?,
             None => {
                 let kernels = g.kernels();
                 let embed = g.param_tensor(self.embed)?.clone();
-                let (qw, t) = quantize_weight(&kernels, &embed, false)?;
-                let w = g.add_param(TIED_HEAD, &t, false);
-                self.params.push((TIED_HEAD.to_string(), w));
+                let (w, qw) = if format == QFormat::Block32 {
+                    // No stored form: the head reads the embedding's f32 values, packed.
+                    (self.embed, quantize_weight_blocks(&kernels, &embed, false)?)
+                } else {
+                    let (qw, t) = quantize_weight(&kernels, &embed, false)?;
+                    let w = g.add_param(TIED_HEAD, &t, false);
+                    self.params.push((TIED_HEAD.to_string(), w));
+                    (w, qw)
+                };
                 self.head = Some(Linear {
                     w,
                     b: None,
@@ -65,6 +81,12 @@ impl Model {
             }
         }
         self.freeze()
+    }
+
+    /// The format of the int8 weights, `None` for an f32 model (every Linear shares the head's).
+    pub fn quant_format(&self) -> Option<QFormat> {
+        let q = self.head?.q?;
+        self.graph.qweights(q).ok().map(|w| w.format())
     }
 
     /// Whether the Linear weights are int8 (quantized or loaded from an int8 checkpoint).

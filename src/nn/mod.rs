@@ -12,6 +12,7 @@ pub use attention::{Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, 
 pub use moe::{Moe, MoeOutput, MoeStats, Routing, assign as moe_assign};
 
 use crate::autograd::{Gelu, Graph, ParamId, QParamId, Rng, Var};
+use crate::kernels::qgemm::QFormat;
 use crate::models::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -231,7 +232,25 @@ impl Linear {
     /// # Errors
     /// [`Error::Tensor`] when the weight is not 2-D or a tape is recorded.
     pub fn quantize(&mut self, g: &mut Graph) -> Result<()> {
+        self.quantize_as(g, QFormat::PerChannel)
+    }
+
+    /// Replaces the weight by its int8 form in `format` for inference; no-op when already
+    /// quantized. Per channel, the parameter becomes the int8 tensor a checkpoint stores; per
+    /// block of 32 (no checkpoint form) the f32 parameter stays as it is, unused.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] when the weight is not 2-D or a tape is recorded.
+    pub fn quantize_as(&mut self, g: &mut Graph, format: QFormat) -> Result<()> {
         if self.q.is_some() {
+            return Ok(());
+        }
+        if format == QFormat::Block32 {
+            let kernels = g.kernels();
+            let w = g.param_tensor(self.w)?.clone();
+            let qw =
+                crate::autograd::ops::qlinear::quantize_weight_blocks(&kernels, &w, self.in_out)?;
+            self.q = Some(g.add_qweights(qw));
             return Ok(());
         }
         let kernels = g.kernels();

@@ -101,29 +101,48 @@ pub fn quantize_weight(
     w: &Tensor,
     in_out: bool,
 ) -> Result<(QWeights, Tensor)> {
+    let (out, inp, rows) = out_in_rows("quantize_weight", w, in_out)?;
+    let qw = QWeights::per_channel(kernels, &rows, out, inp)?;
+    let scales = qw.channel_scales().unwrap_or_default().to_vec();
+    let t = Tensor::from_i8(qw.unpack(), scales, &[out, inp])?;
+    Ok((qw, t))
+}
+
+/// Quantizes `w` per block of 32 along `IN` (f16 scale per block, ggml's Q8_0) and packs it.
+/// The block format has no checkpoint form: the caller keeps the f32 parameter.
+/// `// w: (OUT, IN) or (IN, OUT) -> packed (OUT, IN)`
+///
+/// # Errors
+/// [`crate::tensor::Error::Shape`] when `w` is not 2-D; kernel errors.
+pub fn quantize_weight_blocks(
+    kernels: &crate::kernels::Kernels,
+    w: &Tensor,
+    in_out: bool,
+) -> Result<QWeights> {
+    let (out, inp, rows) = out_in_rows("quantize_weight_blocks", w, in_out)?;
+    Ok(QWeights::block32(kernels, &rows, out, inp)?)
+}
+
+/// `w`'s values as rows of `(OUT, IN)`, transposed when `in_out`.
+fn out_in_rows(op: &'static str, w: &Tensor, in_out: bool) -> Result<(usize, usize, Vec<f32>)> {
     let &[a, b] = w.shape() else {
         return Err(shape_err(
-            "quantize_weight",
+            op,
             format!("a Linear weight is 2-D, got {:?}", w.shape()),
         ));
     };
     let v = w.to_f32();
     let v = v.as_slice();
-    let (out, inp, rows) = if in_out {
-        let mut t = vec![0.0f32; a * b];
-        for i in 0..a {
-            for o in 0..b {
-                t[o * a + i] = v[i * b + o];
-            }
+    if !in_out {
+        return Ok((a, b, v.to_vec()));
+    }
+    let mut t = vec![0.0f32; a * b];
+    for i in 0..a {
+        for o in 0..b {
+            t[o * a + i] = v[i * b + o];
         }
-        (b, a, std::borrow::Cow::Owned(t))
-    } else {
-        (a, b, std::borrow::Cow::Borrowed(v))
-    };
-    let qw = QWeights::per_channel(kernels, &rows, out, inp)?;
-    let scales = qw.channel_scales().unwrap_or_default().to_vec();
-    let t = Tensor::from_i8(qw.unpack(), scales, &[out, inp])?;
-    Ok((qw, t))
+    }
+    Ok((b, a, t))
 }
 
 /// Packs a stored int8 tensor `(OUT, IN)` (per-row scales) as it is: no requantization, so a
