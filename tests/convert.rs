@@ -1,5 +1,7 @@
-//! f16/bf16 to f32 conversion kernels: every tier bit-exact against the scalar reference and against
-//! `half`, over all 65536 inputs, every tail length, and unaligned sources. Integer-exact: no tolerance.
+//! f16/bf16 <-> f32 conversion kernels: every tier bit-exact against the scalar reference and against
+//! `half`: to f32 over all 65536 inputs, from f32 over every exponent with the mantissas that decide
+//! rounding (ties, carries, subnormals, NaN payloads); every tail length, unaligned byte slices.
+//! Integer-exact: no tolerance.
 
 use anvil::kernels::convert::reference;
 use anvil::kernels::{KernelError, Kernels};
@@ -105,6 +107,122 @@ proptest! {
             prop_assert!(out[n..].iter().all(|v| v.is_nan()));
             k.bf16_to_f32(src, &mut out[..n]).unwrap();
             prop_assert_eq!(bits(&out[..n]), bits(&want_b));
+        }
+    }
+}
+
+/// Every f32 exponent and sign with the mantissas that decide rounding: zero, one ulp, just
+/// below / at / above half of a dropped f16 (13 bits) or bf16 (16 bits) step, odd and even kept
+/// bits (ties to even), all ones (carry into the exponent), NaN payloads that vanish when shifted.
+fn rounding_cases() -> Vec<f32> {
+    let mans = [
+        0u32, 1, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x5000, 0x7fff, 0x8000, 0x8001,
+        0x18000, 0x28000, 0xffff, 0x1_0000, 0x3f_e000, 0x40_0000, 0x40_1000, 0x7f_f000, 0x7f_ffff,
+    ];
+    let mut v = Vec::new();
+    for sign in [0u32, 1 << 31] {
+        for exp in 0u32..256 {
+            for &m in &mans {
+                v.push(f32::from_bits(sign | exp << 23 | m));
+            }
+        }
+    }
+    v
+}
+
+fn halves(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+#[test]
+fn from_f32_reference_and_every_tier_match_half() {
+    let x = rounding_cases();
+    let want_h: Vec<u16> = x.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+    let want_b: Vec<u16> = x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
+    for (i, &v) in x.iter().enumerate() {
+        assert_eq!(
+            reference::f32_to_f16(v),
+            want_h[i],
+            "f16 of {:#010x}",
+            v.to_bits()
+        );
+        assert_eq!(
+            reference::f32_to_bf16(v),
+            want_b[i],
+            "bf16 of {:#010x}",
+            v.to_bits()
+        );
+    }
+    for k in Kernels::available().unwrap() {
+        // One leading byte: the stores are unaligned.
+        let mut out = vec![0u8; 2 * x.len() + 1];
+        k.f32_to_f16(&x, &mut out[1..]).unwrap();
+        assert_eq!(halves(&out[1..]), want_h, "f16 on {:?}", k.isa());
+        k.f32_to_bf16(&x, &mut out[1..]).unwrap();
+        assert_eq!(halves(&out[1..]), want_b, "bf16 on {:?}", k.isa());
+    }
+}
+
+#[test]
+fn short_destinations_are_refused() {
+    for k in Kernels::available().unwrap() {
+        let err = k.f32_to_f16(&[1.0; 4], &mut [0; 7]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KernelError::BadLength {
+                    needed: 8,
+                    got: 7,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(k.f32_to_bf16(&[1.0; 2], &mut [0; 3]).is_err());
+        k.f32_to_bf16(&[], &mut []).unwrap();
+    }
+}
+
+proptest! {
+    /// Any f32 bits (special values mixed in), lengths 0..=67, any byte offset; the round trip
+    /// through f16 / bf16 and back is what `half` gives.
+    #[test]
+    fn from_f32_tiers_match_the_reference_on_any_length_and_offset(
+        raw in proptest::collection::vec(
+            prop_oneof![
+                any::<u32>(),
+                Just(0u32), Just(0x8000_0000), Just(0x7f80_0000), Just(0xff80_0000),
+                Just(0x7fc0_0000), Just(0x7f80_0001), Just(0x0000_0001), Just(0x3380_0000),
+                Just(0x3380_0001), Just(0x477f_f000), Just(0x477f_efff), Just(0x7f7f_ffff),
+            ],
+            0..=67,
+        ),
+        offset in 0usize..4,
+    ) {
+        let x: Vec<f32> = raw.iter().map(|&b| f32::from_bits(b)).collect();
+        let n = x.len();
+        let want_h: Vec<u16> = x.iter().map(|&v| reference::f32_to_f16(v)).collect();
+        let want_b: Vec<u16> = x.iter().map(|&v| reference::f32_to_bf16(v)).collect();
+        for (i, &v) in x.iter().enumerate() {
+            prop_assert_eq!(want_h[i], f16::from_f32(v).to_bits());
+            prop_assert_eq!(want_b[i], bf16::from_f32(v).to_bits());
+        }
+        for k in Kernels::available().unwrap() {
+            // Sentinel bytes around the output catch stray writes.
+            let mut out = vec![0xEEu8; offset + 2 * n + 5];
+            k.f32_to_f16(&x, &mut out[offset..offset + 2 * n]).unwrap();
+            prop_assert_eq!(halves(&out[offset..offset + 2 * n]), want_h.clone());
+            prop_assert!(out[..offset].iter().chain(&out[offset + 2 * n..]).all(|&b| b == 0xEE));
+            k.f32_to_bf16(&x, &mut out[offset..offset + 2 * n]).unwrap();
+            prop_assert_eq!(halves(&out[offset..offset + 2 * n]), want_b.clone());
+            // And back: f32 -> bf16 -> f32 on this tier is half's round trip.
+            let mut back = vec![0.0f32; n];
+            k.bf16_to_f32(&out[offset..offset + 2 * n], &mut back).unwrap();
+            let want: Vec<u32> = x.iter().map(|&v| bf16::from_f32(v).to_f32().to_bits()).collect();
+            prop_assert_eq!(bits(&back), want);
         }
     }
 }
