@@ -62,3 +62,70 @@ pub fn qgemm_runs(kern: Kernels, s: GemmShape) -> Result<Vec<QRun>, String> {
     });
     Ok(runs)
 }
+
+/// Elements converted per call by [`convert_runs`]: one (3072, 768) Linear weight.
+pub const CONVERT_LEN: usize = 3072 * 768;
+
+/// A conversion contender: its name, the bytes it reads and writes per call, and its closure.
+pub struct ConvertRun {
+    pub name: String,
+    pub bytes: f64,
+    pub run: Box<dyn FnMut() + Send>,
+}
+
+/// f16 / bf16 <-> f32 over [`CONVERT_LEN`] elements (a Linear weight read from or written to
+/// half-precision storage), on this tier and on the scalar reference, for GB/s rows.
+pub fn convert_runs(kern: Kernels) -> Vec<ConvertRun> {
+    use anvil_kernels::convert::reference;
+    let n = CONVERT_LEN;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 2003) as f32 * 1e-3 - 1.0)
+        .collect();
+    let mut h = vec![0u8; 2 * n];
+    reference::to_f16_slice(&x, &mut h);
+    let mut b = vec![0u8; 2 * n];
+    reference::to_bf16_slice(&x, &mut b);
+    let bytes = 6.0 * n as f64;
+    let tier = kern.isa().to_string();
+    let mut runs = Vec::new();
+    for simd in [true, false] {
+        let label = if simd { tier.as_str() } else { "reference" };
+        let (src, mut dst) = (h.clone(), vec![0.0f32; n]);
+        runs.push(ConvertRun {
+            name: format!("anvil/f16_to_f32_{label}"),
+            bytes,
+            run: Box::new(move || match simd {
+                true => kern.f16_to_f32(&src, &mut dst).expect("sized"),
+                false => reference::f16_slice(&src, &mut dst),
+            }),
+        });
+        let (src, mut dst) = (b.clone(), vec![0.0f32; n]);
+        runs.push(ConvertRun {
+            name: format!("anvil/bf16_to_f32_{label}"),
+            bytes,
+            run: Box::new(move || match simd {
+                true => kern.bf16_to_f32(&src, &mut dst).expect("sized"),
+                false => reference::bf16_slice(&src, &mut dst),
+            }),
+        });
+        let (src, mut dst) = (x.clone(), vec![0u8; 2 * n]);
+        runs.push(ConvertRun {
+            name: format!("anvil/f32_to_f16_{label}"),
+            bytes,
+            run: Box::new(move || match simd {
+                true => kern.f32_to_f16(&src, &mut dst).expect("sized"),
+                false => reference::to_f16_slice(&src, &mut dst),
+            }),
+        });
+        let (src, mut dst) = (x.clone(), vec![0u8; 2 * n]);
+        runs.push(ConvertRun {
+            name: format!("anvil/f32_to_bf16_{label}"),
+            bytes,
+            run: Box::new(move || match simd {
+                true => kern.f32_to_bf16(&src, &mut dst).expect("sized"),
+                false => reference::to_bf16_slice(&src, &mut dst),
+            }),
+        });
+    }
+    runs
+}

@@ -14,7 +14,8 @@ Families:
   rows   row kernels (norms, activations, softmax, cross-entropy, AdamW), forward and backward,
          against copy bandwidth and PyTorch (with --torch)
   qgemm  int8 GEMM on every integer path (AMX, AVX512-VNNI, AVX-VNNI, AVX2) beside our f32 GEMM
-         and PyTorch's dynamically quantized Linear (with --torch)
+         and PyTorch's dynamically quantized Linear (with --torch); f16/bf16 <-> f32 conversion
+         GB/s on this tier and on the scalar reference
   block  one forward + backward of a GPT-2 block (d 768, 12 heads, B 4, T 64 and 256) on the
          graph, its no-tape twin, and PyTorch eager stepped in turn (with --torch)
   embed  sentence embeddings of all-MiniLM-L6-v2 (batch 32, f32) beside sentence-transformers
@@ -259,6 +260,22 @@ fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), Strin
                 seconds: t,
             });
         }
+    }
+    let mut runs = bench::convert_runs(kern);
+    let mut fns: Vec<&mut dyn FnMut()> = runs
+        .iter_mut()
+        .map(|r| r.run.as_mut() as &mut dyn FnMut())
+        .collect();
+    let secs = bench::interleaved(&mut fns, budget, 5);
+    for (r, t) in runs.iter().zip(secs) {
+        out.record(&Record {
+            name: r.name.clone(),
+            shape: format!("{}", bench::CONVERT_LEN),
+            threads: 1,
+            unit: "gbps",
+            value: r.bytes / t / 1e9,
+            seconds: t,
+        });
     }
     Ok(())
 }
