@@ -5,6 +5,7 @@ pub mod block;
 pub mod decode;
 pub mod embed;
 pub mod gemm;
+pub mod llmc;
 #[cfg(feature = "peers")]
 pub mod peers;
 pub mod qgemm;

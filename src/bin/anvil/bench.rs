@@ -6,7 +6,7 @@ use anvil::kernels::Kernels;
 use std::time::Duration;
 
 const HELP: &str = "\
-Usage: anvil bench FAMILY [--threads N] [--json] [--torch PYTHON] [--seconds S]
+Usage: anvil bench FAMILY [--threads N] [--json] [--torch PYTHON] [--seconds S] [--llmc BIN]
 
 Families:
   gemm   f32 GEMM on the model shapes, beside the `gemm` and `matrixmultiply` crates (when built
@@ -21,7 +21,8 @@ Families:
   embed  sentence embeddings of all-MiniLM-L6-v2 (batch 32, f32) beside sentence-transformers
          (with --torch); the model directory from --model or ANVIL_MINILM_DIR
   train  one training step (forward, backward, AdamW) of the dense tiny GPT, its 8-expert MoE
-         variant and GPT-2 124M, beside PyTorch eager (with --torch)
+         variant and GPT-2 124M, beside PyTorch eager (with --torch) and, for GPT-2 124M,
+         llm.c's CPU trainer (with --llmc)
   decode generation with the KV cache, batch 1, 64-token prompt then 64 new tokens: prefill and
          decode tokens/s and the decode's weight traffic, for GPT-2 124M, a tiny GPT and its
          8-expert MoE, f32 and int8 weights (random weights), beside PyTorch eager (with --torch)
@@ -31,14 +32,20 @@ Options:
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
   --seconds S     time budget per shape (default 1.5)
-  --only TEXT     only the shapes (gemm) or models (decode) whose label contains TEXT";
+  --only TEXT     only the shapes (gemm) or models (decode, train) whose label contains TEXT
+  --llmc BIN      (train) also run llm.c's compiled train_gpt2, paused while ours steps and
+                  resumed for its own (OMP_NUM_THREADS = --threads); it works in BIN's
+                  directory, where benches/llmc_files.py writes the GPT-2 124M checkpoint and
+                  token files it reads if they are missing (with the --torch interpreter, else
+                  python3). Build llm.c with its Makefile's flags, e.g.
+                  gcc -Ofast -march=native -fopenmp -DOMP train_gpt2.c -lm -lgomp -o train_gpt2";
 
 const FAMILIES: [&str; 7] = ["gemm", "rows", "qgemm", "block", "train", "embed", "decode"];
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
-        &["threads", "torch", "seconds", "only", "model"],
+        &["threads", "torch", "seconds", "only", "model", "llmc"],
         &["json", "help"],
     )?;
     if f.has("help") || f.positional.is_empty() {
@@ -65,6 +72,16 @@ pub fn main(args: &[String]) -> Result<(), String> {
             FAMILIES.join(", ")
         ));
     }
+    // llm.c's trainer is a peer for `train` only; a bad path is reported before measuring.
+    let llmc = match (f.value("llmc"), family) {
+        (None, _) => None,
+        (Some(bin), "train") => Some(bench::llmc::Llmc::new(
+            bin,
+            f.value("torch").unwrap_or("python3"),
+            threads,
+        )?),
+        (Some(_), _) => return Err("--llmc only applies to `anvil bench train`".into()),
+    };
     // A bad ANVIL_ISA is reported before any measuring starts.
     anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let json = f.has("json");
@@ -79,7 +96,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
         "rows" => pool.install(|| rows(threads, budget, &mut out))?,
         "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
-        "train" => pool.install(|| train(threads, budget, f.value("only"), &mut out))?,
+        "train" => {
+            pool.install(|| train(threads, budget, f.value("only"), llmc.as_ref(), &mut out))?
+        }
         "embed" => pool.install(|| embed(threads, budget, &model_dir(&f)?, &mut out))?,
         "block" => return pool.install(|| block(threads, budget, f.value("torch"), json)),
         "decode" => {
@@ -284,6 +303,7 @@ fn train(
     threads: usize,
     budget: Duration,
     only: Option<&str>,
+    llmc: Option<&bench::llmc::Llmc>,
     out: &mut Output,
 ) -> Result<(), String> {
     for b in bench::train_benches() {
@@ -291,15 +311,37 @@ fn train(
             continue;
         }
         let mut step = bench::train_step(&b).map_err(|e| e.to_string())?;
-        let secs = bench::interleaved(&mut [&mut step], budget, 3);
-        out.record(&Record {
-            name: format!("anvil/{}", b.name),
-            shape: b.label(),
-            threads,
-            unit: "tokens_per_s",
-            value: b.tokens() as f64 / secs[0],
-            seconds: secs[0],
-        });
+        // llm.c's trainer is GPT-2 124M at B 4, T 64 only: it steps in turn with that one.
+        let (secs, peer) = match llmc.filter(|_| b.name == "gpt2-124m") {
+            Some(peer) => {
+                peer.prepare()?;
+                step(); // warm-up, before the child starts
+                let t = bench::llmc::interleave(&mut step, peer, budget, 3)?;
+                (t.ours, Some(t))
+            }
+            None => (bench::interleaved(&mut [&mut step], budget, 3)[0], None),
+        };
+        let engines = [("anvil", Some(secs)), ("llmc", peer.map(|t| t.llmc))];
+        for (engine, s) in engines {
+            let Some(s) = s else { continue };
+            out.record(&Record {
+                name: format!("{engine}/{}", b.name),
+                shape: b.label(),
+                threads,
+                unit: "tokens_per_s",
+                value: b.tokens() as f64 / s,
+                seconds: s,
+            });
+        }
+        if let (Some(t), false) = (peer, out.json) {
+            println!(
+                "  {:.0} ms/step ours, {:.0} ms/step llm.c (median of its {} steps): ours {:.2}x llm.c",
+                1e3 * t.ours,
+                1e3 * t.llmc,
+                t.llmc_steps,
+                t.llmc / t.ours
+            );
+        }
     }
     Ok(())
 }
