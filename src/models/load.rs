@@ -54,12 +54,44 @@ impl<'a> FileSource<'a> {
     }
 }
 
+impl FileSource<'_> {
+    /// Up to [`NEARBY_SHOWN`] unused tensors of the file sharing the longest dotted prefix with
+    /// `name` (any at all when none shares one), sorted: what a missing tensor's error suggests.
+    fn nearby(&self, name: &str) -> Vec<String> {
+        let unused: Vec<&str> = self
+            .file
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(*n))
+            .collect();
+        let cuts = name.match_indices('.').map(|(i, _)| i + 1).rev();
+        for cut in cuts.chain([0]) {
+            let mut near: Vec<String> = unused
+                .iter()
+                .filter(|n| n.starts_with(&name[..cut]))
+                .map(|n| n.to_string())
+                .collect();
+            if !near.is_empty() {
+                near.sort();
+                near.truncate(NEARBY_SHOWN);
+                return near;
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// Unused tensors a missing tensor's error lists.
+const NEARBY_SHOWN: usize = 3;
+
 impl Source for FileSource<'_> {
     fn get(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
         let stored = (self.rename)(name);
         let path = self.file.path().to_path_buf();
         let info = self.file.info(&stored).map_err(|_| Error::MissingTensor {
             path: path.clone(),
+            nearby: self.nearby(&stored),
+            first: self.used.is_empty(),
             name: stored.clone(),
         })?;
         if info.shape != shape {
@@ -97,6 +129,14 @@ impl Source for FileSource<'_> {
         let t = self.file.tensor(&stored)?;
         self.used.insert(stored);
         Ok(Some(t))
+    }
+
+    fn locate(&self, name: &str, source: crate::tensor::Error) -> Error {
+        Error::Io(crate::io::Error::Tensor {
+            path: self.file.path().to_path_buf(),
+            name: (self.rename)(name),
+            source,
+        })
     }
 }
 

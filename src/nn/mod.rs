@@ -41,6 +41,13 @@ pub trait Source {
     fn get_int8(&mut self, _name: &str, _out: usize, _inp: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
+
+    /// `e`, a refusal of the value this source gave for `name` (an int8 weight the kernels
+    /// cannot pack), located in the source: a file names itself and the stored tensor. The
+    /// default passes `e` on.
+    fn locate(&self, _name: &str, e: crate::tensor::Error) -> Error {
+        Error::Tensor(e)
+    }
 }
 
 /// Fresh parameters from a seeded generator, in the order they are asked for.
@@ -115,7 +122,8 @@ impl<'a> Builder<'a> {
     /// source stores that weight as int8.
     ///
     /// # Errors
-    /// The source's error; [`Error::Tensor`] when the tensor cannot be packed.
+    /// The source's error; when the tensor cannot be packed (a -128, a row too long), the
+    /// source's [`Source::locate`] of it.
     pub fn int8_weight(
         &mut self,
         name: &str,
@@ -126,7 +134,8 @@ impl<'a> Builder<'a> {
         let Some(t) = self.source.get_int8(&full, out, inp)? else {
             return Ok(None);
         };
-        let qw = crate::autograd::ops::qlinear::pack_int8(&t)?;
+        let qw = crate::autograd::ops::qlinear::pack_int8(&t)
+            .map_err(|e| self.source.locate(&full, e))?;
         let id = self.graph.add_param(&full, &t, false);
         self.names.push((full, id));
         Ok(Some((id, self.graph.add_qweights(qw))))

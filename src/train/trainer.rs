@@ -436,6 +436,8 @@ impl Trainer {
                     let src = file.tensor_f32(&key).map_err(|_| Error::MissingTensor {
                         path: path.to_path_buf(),
                         name: key.clone(),
+                        nearby: Vec::new(),
+                        first: false,
                     })?;
                     if src.numel() != buf.len() {
                         return Err(Error::TensorShape {

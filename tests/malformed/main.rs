@@ -7,8 +7,11 @@
 //! growth of each load.
 
 //!
-//! `safetensors.rs` holds the checkpoint cases, `tokenizer.rs` the `tokenizer.json` and `vocab.txt` ones.
+//! `safetensors.rs` holds the checkpoint cases, `tokenizer.rs` the `tokenizer.json` and `vocab.txt` ones,
+//! `architecture.rs` weights paired with the wrong architecture's loader.
 
+mod architecture;
+mod quantized;
 mod safetensors;
 mod tokenizer;
 

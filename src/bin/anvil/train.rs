@@ -5,13 +5,14 @@ use crate::Flags;
 use crate::progress::{Progress, duration};
 use anvil::corpus::{self, ASCII_VOCAB, Ascii, Domain};
 use anvil::data::{Split, Tokens, Windows, encode_files};
-use anvil::models::{Arch, Config, Model};
+use anvil::models::{Config, Model};
 use anvil::plot::{self, Series};
 use anvil::tokenizer::{Bpe, Tokenizer};
 use anvil::train::{
-    Batches, Decay, MetricsLog, Schedule, StepStats, TrainConfig, Trainer, default_groups,
+    Batches, ConfigFile, Decay, MetricsLog, RUN_KEYS, RunConfig, Schedule, StepStats, TrainConfig,
+    Trainer, default_groups,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,31 +45,9 @@ Options (also read from --config FILE as `key = value` lines, flags win):
                      on their tokens instead of the built-in corpus
   --vocab N          BPE vocabulary size with --data                    [2048]
   --resume CKPT      continue a run from its checkpoint (same data flags)
-  --config FILE      read options from FILE
+  --config FILE      read options from FILE (`key = value` lines, `#` comments; examples in
+                     tests/fixtures/train/)
   -h, --help         this help";
-
-const VALUE_FLAGS: &[&str] = &[
-    "out",
-    "steps",
-    "batch",
-    "seq",
-    "lr",
-    "warmup",
-    "seed",
-    "d-model",
-    "layers",
-    "heads",
-    "d-ff",
-    "experts",
-    "top-k",
-    "aux",
-    "eval-every",
-    "eval-n",
-    "data",
-    "vocab",
-    "resume",
-    "config",
-];
 
 /// Lines of built-in corpus generated for training (about 2.5 MB of text).
 const CORPUS_LINES: usize = 200_000;
@@ -77,142 +56,23 @@ const VAL_FRACTION: f64 = 0.05;
 /// Validation batches per evaluation.
 const VAL_BATCHES: usize = 8;
 
-/// The options of a run, after the config file and the flags.
-struct Opts {
-    out: PathBuf,
-    steps: u64,
-    batch: usize,
-    seq: usize,
-    lr: f64,
-    warmup: u64,
-    seed: u64,
-    eval_every: u64,
-    eval_n: usize,
-    data: Vec<PathBuf>,
-    vocab: usize,
-    resume: Option<PathBuf>,
-    model: Config,
-}
-
-/// Flags first, then the config file's `key = value` lines.
-fn lookup<'a>(flags: &'a Flags, file: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    flags.value(key).or_else(|| {
-        file.iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    })
-}
-
-fn read_config(path: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{path}:{}: expected `key = value`", n + 1))?;
-        let k = k.trim().trim_start_matches("--").to_string();
-        if !VALUE_FLAGS.contains(&k.as_str()) || k == "config" {
-            return Err(format!("{path}:{}: unknown key `{k}`", n + 1));
-        }
-        out.push((k, v.trim().to_string()));
-    }
-    Ok(out)
-}
-
-fn opts(flags: &Flags) -> Result<Opts, String> {
+/// The run's options: the flags, then `--config FILE`, then the defaults.
+fn opts(flags: &Flags) -> Result<RunConfig, String> {
     let file = match flags.value("config") {
-        Some(p) => read_config(p)?,
-        None => Vec::new(),
+        Some(p) => Some(ConfigFile::read(p).map_err(|e| e.to_string())?),
+        None => None,
     };
-    let get = |k: &str| lookup(flags, &file, k);
-    fn num<T: std::str::FromStr>(v: Option<&str>, k: &str, default: T) -> Result<T, String> {
-        v.map_or(Ok(default), |s| {
-            s.parse().map_err(|_| format!("--{k}: cannot read `{s}`"))
-        })
-    }
-    let positive = |k: &str, default: usize| -> Result<usize, String> {
-        let v: usize = num(get(k), k, default)?;
-        if v == 0 {
-            return Err(format!("--{k} must be at least 1"));
-        }
-        Ok(v)
-    };
-    let (d, heads) = (positive("d-model", 128)?, positive("heads", 4)?);
-    if d % heads != 0 {
-        return Err(format!(
-            "--d-model {d} is not a multiple of --heads {heads}"
-        ));
-    }
-    let seq = positive("seq", 64)?;
-    let experts: usize = num(get("experts"), "experts", 4)?;
-    let top_k: usize = num(get("top-k"), "top-k", 2)?;
-    if experts > 0 && (top_k == 0 || top_k > experts) {
-        return Err(format!(
-            "--top-k {top_k} must be in 1..={experts} (--experts)"
-        ));
-    }
-    let model = Config {
-        arch: Arch::Expert,
-        d_model: d,
-        n_layers: positive("layers", 4)?,
-        n_heads: heads,
-        n_kv_heads: heads,
-        head_dim: d / heads,
-        d_ff: positive("d-ff", 256)?,
-        max_seq_len: seq.max(128),
-        n_experts: experts,
-        experts_per_token: if experts > 0 { top_k } else { 0 },
-        router_aux_loss_coef: num(get("aux"), "aux", 0.01)?,
-        dropout: 0.0,
-        ..Config::expert(ASCII_VOCAB)
-    };
-    let lr: f64 = num(get("lr"), "lr", 4e-3)?;
-    if !(lr > 0.0 && lr.is_finite()) {
-        return Err(format!("--lr must be a positive number, not {lr}"));
-    }
-    let data: Vec<PathBuf> = get("data")
-        .map(|s| {
-            s.split(',')
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    for p in &data {
-        if !p.is_file() {
-            return Err(format!("--data: {} is not a readable file", p.display()));
-        }
-    }
-    let resume = get("resume").map(PathBuf::from);
-    if let Some(r) = &resume
-        && !r.is_file()
-    {
-        return Err(format!("--resume: {} does not exist", r.display()));
-    }
-    Ok(Opts {
-        out: PathBuf::from(get("out").unwrap_or("anvil-run")),
-        steps: positive("steps", 800)? as u64,
-        batch: positive("batch", 16)?,
-        seq,
-        lr,
-        warmup: num(get("warmup"), "warmup", 30)?,
-        seed: num(get("seed"), "seed", 1)?,
-        eval_every: positive("eval-every", 50)? as u64,
-        eval_n: num(get("eval-n"), "eval-n", 100)?,
-        data,
-        vocab: positive("vocab", 2048)?,
-        resume,
-        model,
-    })
+    let given: Vec<(String, String)> = flags
+        .values
+        .iter()
+        .filter(|(k, _)| k != "config")
+        .cloned()
+        .collect();
+    RunConfig::resolve(&given, file.as_ref()).map_err(|e| e.to_string())
 }
 
 /// The tokens of the run and the tokenizer that made them (`None`: the built-in corpus).
-fn load_data(o: &Opts) -> Result<(Tokens, Option<Bpe>), String> {
+fn load_data(o: &RunConfig) -> Result<(Tokens, Option<Bpe>), String> {
     if o.data.is_empty() {
         let text = corpus::text(&corpus::generate(o.seed, CORPUS_LINES));
         return Ok((Tokens::Memory(Ascii.encode(&text)), None));
@@ -240,7 +100,7 @@ fn load_data(o: &Opts) -> Result<(Tokens, Option<Bpe>), String> {
     Ok((Tokens::Mapped(file), Some(bpe)))
 }
 
-fn new_trainer(o: &Opts, vocab: usize) -> Result<Trainer, String> {
+fn new_trainer(o: &RunConfig, vocab: usize) -> Result<Trainer, String> {
     let config = Config {
         vocab_size: vocab,
         ..o.model.clone()
@@ -281,7 +141,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         println!("{HELP}");
         return Ok(());
     }
-    let flags = Flags::parse(args, VALUE_FLAGS, &[])?;
+    let mut value_flags = RUN_KEYS.to_vec();
+    value_flags.push("config");
+    let flags = Flags::parse(args, &value_flags, &[])?;
     if let Some(p) = flags.positional.first() {
         return Err(format!(
             "unexpected argument `{p}`; run `anvil train --help`"
@@ -420,7 +282,7 @@ fn save_svg(path: &Path, svg: &str) -> Result<(), String> {
 }
 
 /// Per-domain accuracy, the routing heatmap and a few samples.
-fn report_corpus(model: &mut Model, o: &Opts) -> Result<(), String> {
+fn report_corpus(model: &mut Model, o: &RunConfig) -> Result<(), String> {
     let t = Instant::now();
     let scores =
         corpus::accuracy(model, o.eval_n, o.seed.wrapping_add(1000)).map_err(|e| e.to_string())?;
