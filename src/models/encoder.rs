@@ -90,24 +90,28 @@ impl EncoderConfig {
 
 /// One encoder layer: attention, add & norm, feed-forward, add & norm.
 #[derive(Clone, Debug)]
-struct Layer {
-    attn: Attention,
-    ln1: Norm,
-    fc: Linear,
-    proj: Linear,
-    ln2: Norm,
+pub(super) struct Layer {
+    pub(super) attn: Attention,
+    pub(super) ln1: Norm,
+    pub(super) fc: Linear,
+    pub(super) proj: Linear,
+    pub(super) ln2: Norm,
 }
 
 /// The encoder: embeddings, layers, and the (unused for sentence embeddings) pooler.
 pub struct Encoder {
-    config: EncoderConfig,
-    graph: Graph,
+    pub(super) config: EncoderConfig,
+    pub(super) graph: Graph,
     params: Vec<(String, ParamId)>,
-    word: ParamId,
-    position: ParamId,
-    token_type: ParamId,
-    emb_norm: Norm,
-    layers: Vec<Layer>,
+    pub(super) word: ParamId,
+    pub(super) position: ParamId,
+    pub(super) token_type: ParamId,
+    pub(super) emb_norm: Norm,
+    pub(super) layers: Vec<Layer>,
+    /// The inference path's weights (fused q|k|v, f32 weights transposed: a copy of the f32
+    /// Linear weights), built on first use from the parameters; dropped whenever the parameters
+    /// may change ([`Encoder::graph`], [`Encoder::quantize`]).
+    pub(super) fused: Option<Vec<super::encoder_infer::InferLayer>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -230,6 +234,7 @@ impl Encoder {
             token_type,
             emb_norm,
             layers,
+            fused: None,
         })
     }
 
@@ -238,6 +243,7 @@ impl Encoder {
     }
 
     pub fn graph(&mut self) -> &mut Graph {
+        self.fused = None;
         &mut self.graph
     }
 
@@ -268,6 +274,7 @@ impl Encoder {
     /// # Errors
     /// While a tape is recorded; kernel errors from quantizing.
     pub fn quantize(&mut self) -> Result<()> {
+        self.fused = None;
         self.set_trainable(false)?;
         let g = &mut self.graph;
         for l in &mut self.layers {
@@ -391,8 +398,9 @@ pub fn mean_pool_normalize(
 }
 
 /// Sentences in, embeddings out: WordPiece tokenisation, truncation to `max_len` tokens (the
-/// final `[SEP]` kept), batches of sentences of similar length (sorted, so padding is small), the
-/// encoder, mean pooling and normalisation; results in input order.
+/// final `[SEP]` kept), batches of sentences of similar length (sorted, longest first), the
+/// encoder's packed no-tape path ([`Encoder::embed_packed`]), mean pooling and normalisation;
+/// results in input order.
 pub struct SentenceEmbedder {
     pub encoder: Encoder,
     pub tokenizer: crate::tokenizer::WordPiece,
@@ -469,26 +477,15 @@ impl SentenceEmbedder {
         order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
         let mut out = vec![Vec::new(); texts.len()];
         let mut done = 0;
+        let mut scratch = super::encoder_infer::Scratch::default();
         for chunk in order.chunks(self.batch.max(1)) {
-            let t = chunk.iter().map(|&i| tokens[i].len()).max().unwrap_or(1);
-            let b = chunk.len();
-            let mut ids = vec![0u32; b * t];
-            let mut mask = vec![false; b * t];
-            for (r, &i) in chunk.iter().enumerate() {
-                let row = &tokens[i];
-                ids[r * t..r * t + row.len()].copy_from_slice(row);
-                mask[r * t..r * t + row.len()]
-                    .iter_mut()
-                    .for_each(|m| *m = true);
-            }
-            let all_real = mask.iter().all(|&m| m);
-            let embs = self
-                .encoder
-                .embed(&ids, b, (!all_real).then_some(mask.as_slice()))?;
+            // No padding: the sentences of a batch are packed (see `encoder_infer`).
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| tokens[i].as_slice()).collect();
+            let embs = self.encoder.embed_packed(&seqs, &mut scratch)?;
             for (&i, e) in chunk.iter().zip(embs) {
                 out[i] = e;
             }
-            done += b;
+            done += chunk.len();
             progress(done, texts.len());
         }
         Ok(out)

@@ -7,12 +7,14 @@
 
 mod config;
 mod encoder;
+mod encoder_infer;
 mod error;
 mod load;
 mod quantize;
 
 pub use config::{Arch, Config};
 pub use encoder::{Encoder, EncoderConfig, SentenceEmbedder, mean_pool_normalize};
+pub use encoder_infer::Scratch as EncoderScratch;
 pub use error::{Error, Result};
 pub use load::CHECKPOINT_CONFIG_KEY;
 pub(crate) use load::FileSource;

@@ -1,0 +1,425 @@
+//! The encoder's inference path without the tape, for sentence embeddings.
+//!
+//! The tokens of a batch of sentences are packed into one `(N, d)` matrix, `N` the sum of the
+//! real lengths (no padding at all): every per-token op (Linear, LayerNorm, GELU) runs on that
+//! matrix, and attention runs per sentence on its real length, so no work is spent on pad
+//! positions. Queries, keys and values come out of one GEMM (weights `[Wq; Wk; Wv]`, which for
+//! int8 also quantizes the activations once for the three); each Linear's bias is added in the
+//! pass that follows it (the split into q, k, v; GELU; the residual add before LayerNorm).
+//! Buffers live in [`Scratch`] and are reused from batch to batch. It computes what
+//! [`Encoder::forward`] followed by [`super::mean_pool_normalize`] computes, with the same kernels;
+//! `tests/minilm.rs` holds it to the PyTorch reference.
+
+use super::encoder::{Encoder, EncoderConfig, Layer};
+use super::{Error, Result};
+use crate::autograd::{Gelu, Graph, QParamId};
+use crate::kernels::Kernels;
+use crate::kernels::attention::{Attn, AttnDims, AttnSpec};
+use crate::kernels::gemm::{MatMut, MatRef};
+use crate::kernels::qgemm::QWeights;
+use crate::nn::{Linear, Norm, Qkv};
+use rayon::prelude::*;
+
+/// Rows per task of the row passes (bias, GELU, add & norm): 16 rows of 384 floats are 24 KiB,
+/// small enough for L1 and enough tasks for two threads at a batch's few hundred rows.
+const ROWS: usize = 16;
+
+/// One layer's weights as the inference path reads them: q|k|v fused into one projection (for
+/// int8 this also quantizes the activations once for the three), f32 weights transposed once to
+/// `(in, out)` so the GEMM packs them with contiguous copies instead of a strided gather.
+/// The biases and norms stay in the graph.
+#[derive(Debug)]
+pub(super) struct InferLayer {
+    /// `// (d) -> (3 d)`
+    qkv: Weight,
+    /// `// (3 d)`
+    qkv_b: Vec<f32>,
+    out: Weight,
+    fc: Weight,
+    proj: Weight,
+}
+
+#[derive(Debug)]
+enum Weight {
+    /// f32 `(inp, out)` row-major: `y = x W`.
+    F32 { w: Vec<f32>, inp: usize, out: usize },
+    /// int8 per output channel, owned (the fused q|k|v: per-channel scales concatenate exactly).
+    Int8(QWeights),
+    /// int8 weights held by the graph.
+    Int8Of(QParamId),
+}
+
+/// Buffers of the inference path, grown to the largest batch seen and reused.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    ctx: Vec<f32>,
+    y: Vec<f32>,
+    h: Vec<f32>,
+    act: Vec<f32>,
+    lse: Vec<f32>,
+}
+
+/// The first `n` elements of `buf`, grown (zero-filled) when short. Stale contents.
+fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// Builds every layer's [`InferLayer`] from the parameters.
+pub(super) fn build_layers(g: &Graph, layers: &[Layer]) -> Result<Vec<InferLayer>> {
+    layers
+        .iter()
+        .map(|l| {
+            let Qkv::Separate { q, k, v } = &l.attn.qkv else {
+                return Err(Error::Config {
+                    detail: "the encoder's attention has separate q, k, v projections".into(),
+                });
+            };
+            let parts = [q, k, v];
+            let mut qkv_b = Vec::new();
+            for l in parts {
+                match l.b {
+                    Some(p) => qkv_b.extend_from_slice(g.param_value(p)?.2),
+                    None => qkv_b.extend(std::iter::repeat_n(0.0, out_dim(g, l)?)),
+                }
+            }
+            let qkv = if let [Some(a), Some(b), Some(c)] = parts.map(|l| l.q) {
+                let (mut qs, mut scales, mut inp) = (Vec::new(), Vec::new(), 0);
+                for id in [a, b, c] {
+                    let w = g.qweights(id)?;
+                    qs.extend(w.unpack());
+                    scales.extend_from_slice(w.channel_scales().unwrap_or_default());
+                    inp = w.k();
+                }
+                let n = scales.len();
+                Weight::Int8(QWeights::from_per_channel(&qs, &scales, n, inp)?)
+            } else {
+                // (inp, 3 d): the three transposed weights side by side in each row.
+                let ws = parts.map(|l| transposed(g, l));
+                let mut cols = Vec::new();
+                for w in ws {
+                    match w? {
+                        Weight::F32 { w, inp, out } => cols.push((w, inp, out)),
+                        _ => {
+                            return Err(Error::Config {
+                                detail: "q, k, v projections mix int8 and f32 weights".into(),
+                            });
+                        }
+                    }
+                }
+                let inp = cols[0].1;
+                let out: usize = cols.iter().map(|c| c.2).sum();
+                let mut w = Vec::with_capacity(inp * out);
+                for i in 0..inp {
+                    for (c, _, o) in &cols {
+                        w.extend_from_slice(&c[i * o..(i + 1) * o]);
+                    }
+                }
+                Weight::F32 { w, inp, out }
+            };
+            Ok(InferLayer {
+                qkv,
+                qkv_b,
+                out: transposed(g, &l.attn.out)?,
+                fc: transposed(g, &l.fc)?,
+                proj: transposed(g, &l.proj)?,
+            })
+        })
+        .collect()
+}
+
+/// `l`'s weight as [`Weight`]: int8 by reference, f32 copied as `(in, out)`.
+fn transposed(g: &Graph, l: &Linear) -> Result<Weight> {
+    if let Some(q) = l.q {
+        return Ok(Weight::Int8Of(q));
+    }
+    let (_, s, w) = g.param_value(l.w)?;
+    let &[a, b] = s else {
+        return Err(Error::Config {
+            detail: format!("a Linear weight is 2-D, got {s:?}"),
+        });
+    };
+    if l.in_out {
+        return Ok(Weight::F32 {
+            w: w.to_vec(),
+            inp: a,
+            out: b,
+        });
+    }
+    let mut t = vec![0.0f32; a * b];
+    for (o, row) in w.chunks_exact(b).enumerate() {
+        for (i, &x) in row.iter().enumerate() {
+            t[i * a + o] = x;
+        }
+    }
+    Ok(Weight::F32 {
+        w: t,
+        inp: b,
+        out: a,
+    })
+}
+
+/// Output width of `l`.
+fn out_dim(g: &Graph, l: &Linear) -> Result<usize> {
+    Ok(match l.q {
+        Some(q) => g.qweights(q)?.n(),
+        None => {
+            let s = g.param_value(l.w)?.1;
+            if l.in_out { s[1] } else { s[0] }
+        }
+    })
+}
+
+/// `y = x W` without the bias (added by the pass that follows).
+/// `// x: (n, in), W: (in, out) -> y: (n, out)`
+fn matmul(g: &Graph, k: &Kernels, w: &Weight, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+    match w {
+        Weight::F32 { w, inp, out } => k.sgemm(
+            1.0,
+            MatRef::new(x, n, *inp, *inp),
+            MatRef::new(w, *inp, *out, *out),
+            0.0,
+            MatMut::new(y, n, *out, *out),
+        )?,
+        Weight::Int8(w) => k.qgemm_i8(x, n, w, y)?,
+        Weight::Int8Of(q) => k.qgemm_i8(x, n, g.qweights(*q)?, y)?,
+    }
+    Ok(())
+}
+
+/// The bias of `l` (zeros when it has none). `// -> (out)`
+fn bias<'g>(g: &'g Graph, l: &Linear, zeros: &'g [f32]) -> Result<&'g [f32]> {
+    Ok(match l.b {
+        Some(b) => g.param_value(b)?.2,
+        None => zeros,
+    })
+}
+
+/// LayerNorm weight, bias and eps of `n`.
+fn norm<'g>(g: &'g Graph, n: &Norm) -> Result<(&'g [f32], &'g [f32], f32)> {
+    match *n {
+        Norm::Layer { w, b, eps } => Ok((g.param_value(w)?.2, g.param_value(b)?.2, eps)),
+        Norm::Rms { .. } => Err(Error::Config {
+            detail: "the encoder uses LayerNorm".into(),
+        }),
+    }
+}
+
+/// `x = LayerNorm(x + (y + bias))`, row by row; `y` is overwritten (scratch).
+/// `// x, y: (n, d), bias, w, b: (d)`
+fn add_norm(
+    k: &Kernels,
+    x: &mut [f32],
+    y: &mut [f32],
+    bias: &[f32],
+    (w, b, eps): (&[f32], &[f32], f32),
+) -> Result<()> {
+    let d = w.len();
+    x.par_chunks_mut(ROWS * d)
+        .zip(y.par_chunks_mut(ROWS * d))
+        .try_for_each(|(xc, yc)| {
+            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
+                for ((y, &x), &c) in yr.iter_mut().zip(xr).zip(bias) {
+                    *y = x + (*y + c);
+                }
+            }
+            let rows = xc.len() / d;
+            let (mut mean, mut rstd) = ([0.0f32; ROWS], [0.0f32; ROWS]);
+            k.layernorm_fwd(yc, w, b, xc, &mut mean, &mut rstd, rows, d, eps)
+        })?;
+    Ok(())
+}
+
+/// Splits `qkv: (n, 3 d)` into `q, k, v: (n, d)`, adding the bias `(3 d)`.
+fn split_qkv(qkv: &[f32], bias: &[f32], d: usize, out: [&mut [f32]; 3]) {
+    for (part, dst) in out.into_iter().enumerate() {
+        let b = &bias[part * d..(part + 1) * d];
+        dst.par_chunks_mut(ROWS * d)
+            .zip(qkv.par_chunks(ROWS * 3 * d))
+            .for_each(|(dc, sc)| {
+                for (dr, sr) in dc.chunks_exact_mut(d).zip(sc.chunks_exact(3 * d)) {
+                    let sr = &sr[part * d..(part + 1) * d];
+                    for ((o, &s), &c) in dr.iter_mut().zip(sr).zip(b) {
+                        *o = s + c;
+                    }
+                }
+            });
+    }
+}
+
+/// `act = GELU(h + bias)` (exact erf form), row by row; `h` gets the bias added.
+/// `// h, act: (n, ff), bias: (ff)`
+fn bias_gelu(k: &Kernels, h: &mut [f32], bias: &[f32], act: &mut [f32]) -> Result<()> {
+    let ff = bias.len();
+    h.par_chunks_mut(ROWS * ff)
+        .zip(act.par_chunks_mut(ROWS * ff))
+        .try_for_each(|(hc, ac)| {
+            for hr in hc.chunks_exact_mut(ff) {
+                hr.iter_mut().zip(bias).for_each(|(h, &c)| *h += c);
+            }
+            k.gelu_fwd(Gelu::Erf, hc, ac, hc.len())
+        })?;
+    Ok(())
+}
+
+/// Bidirectional attention of each sentence over its own tokens.
+/// `// q, k, v: (n, H * D) packed by sentence -> ctx: (n, H * D)`; `lse: (n * H)` scratch.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    kern: &Kernels,
+    c: &EncoderConfig,
+    lens: &[usize],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    ctx: &mut [f32],
+    lse: &mut [f32],
+) -> Result<()> {
+    let (d, h) = (c.d_model, c.n_heads);
+    let hs = d / h;
+    let spec = AttnSpec {
+        scale: 1.0 / (hs as f32).sqrt(),
+        causal: false,
+        window: None,
+    };
+    let mut jobs = Vec::with_capacity(lens.len());
+    let (mut ctx, mut lse, mut off) = (ctx, lse, 0);
+    for &l in lens {
+        let (c, rest) = ctx.split_at_mut(l * d);
+        let (s, rest_lse) = lse.split_at_mut(l * h);
+        jobs.push((off, l, c, s));
+        (ctx, lse, off) = (rest, rest_lse, off + l);
+    }
+    jobs.into_par_iter().try_for_each(|(o, l, out, lse)| {
+        let r = o * d..(o + l) * d;
+        let a = Attn {
+            dims: AttnDims {
+                batch: 1,
+                tq: l,
+                tk: l,
+                hq: h,
+                hkv: h,
+                d: hs,
+            },
+            spec,
+            q: &q[r.clone()],
+            k: &k[r.clone()],
+            v: &v[r],
+            key_mask: None,
+        };
+        kern.attention_fwd(&a, out, lse)
+    })?;
+    Ok(())
+}
+
+impl Encoder {
+    /// Sentence embeddings of `seqs` (token ids, `[CLS] ... [SEP]`, any lengths) without the
+    /// tape or padding: the mean of the last hidden states over each sentence's tokens, then
+    /// L2-normalised. `// seqs: B x (T_i) -> (B, d)`
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty sentence, one longer than the position table, or an id
+    /// outside the vocabulary.
+    pub fn embed_packed(&mut self, seqs: &[&[u32]], s: &mut Scratch) -> Result<Vec<Vec<f32>>> {
+        let c = self.config.clone();
+        for (i, t) in seqs.iter().enumerate() {
+            if t.is_empty() || t.len() > c.max_positions {
+                return Err(Error::Config {
+                    detail: format!(
+                        "sentence {i} has {} tokens (need 1 to max_position_embeddings {})",
+                        t.len(),
+                        c.max_positions
+                    ),
+                });
+            }
+            if let Some(&id) = t.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(Error::Config {
+                    detail: format!(
+                        "token id {id} in sentence {i} is outside the vocabulary of {}",
+                        c.vocab_size
+                    ),
+                });
+            }
+        }
+        if self.fused.is_none() {
+            self.fused = Some(build_layers(&self.graph, &self.layers)?);
+        }
+        let fused = self.fused.as_deref().unwrap_or_default();
+        let lens: Vec<usize> = seqs.iter().map(|t| t.len()).collect();
+        let n: usize = lens.iter().sum();
+        let (d, ff) = (c.d_model, c.d_ff);
+        let g = &self.graph;
+        let kern = g.kernels();
+        let x = take(&mut s.x, n * d);
+        let y = take(&mut s.y, n * d);
+        // Embeddings: (word + position) + token type 0, in the tape's order.
+        let (wv, pv, tv) = (
+            g.param_value(self.word)?.2,
+            g.param_value(self.position)?.2,
+            &g.param_value(self.token_type)?.2[..d],
+        );
+        let mut r = 0;
+        for t in seqs {
+            for (p, &id) in t.iter().enumerate() {
+                let (we, pe) = (&wv[id as usize * d..][..d], &pv[p * d..][..d]);
+                for (j, o) in y[r * d..(r + 1) * d].iter_mut().enumerate() {
+                    *o = (we[j] + pe[j]) + tv[j];
+                }
+                r += 1;
+            }
+        }
+        let zeros = vec![0.0f32; d];
+        // x = LayerNorm(0 + (y + 0)) is the embeddings' LayerNorm: adding zeros is exact.
+        x.fill(0.0);
+        add_norm(&kern, x, y, &zeros, norm(g, &self.emb_norm)?)?;
+        for (l, f) in self.layers.iter().zip(fused) {
+            let qkv = take(&mut s.qkv, n * 3 * d);
+            matmul(g, &kern, &f.qkv, x, n, qkv)?;
+            let (q, k, v) = (
+                take(&mut s.q, n * d),
+                take(&mut s.k, n * d),
+                take(&mut s.v, n * d),
+            );
+            split_qkv(qkv, &f.qkv_b, d, [&mut *q, &mut *k, &mut *v]);
+            let ctx = take(&mut s.ctx, n * d);
+            let lse = take(&mut s.lse, n * c.n_heads);
+            attention(&kern, &c, &lens, q, k, v, ctx, lse)?;
+            let (out, ln1, fc, proj, ln2) = (&l.attn.out, &l.ln1, &l.fc, &l.proj, &l.ln2);
+            matmul(g, &kern, &f.out, ctx, n, y)?;
+            add_norm(&kern, x, y, bias(g, out, &zeros)?, norm(g, ln1)?)?;
+            let h = take(&mut s.h, n * ff);
+            matmul(g, &kern, &f.fc, x, n, h)?;
+            let act = take(&mut s.act, n * ff);
+            let zeros_ff;
+            let fc_b = match fc.b {
+                Some(b) => g.param_value(b)?.2,
+                None => {
+                    zeros_ff = vec![0.0; ff];
+                    &zeros_ff
+                }
+            };
+            bias_gelu(&kern, h, fc_b, act)?;
+            matmul(g, &kern, &f.proj, act, n, y)?;
+            add_norm(&kern, x, y, bias(g, proj, &zeros)?, norm(g, ln2)?)?;
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut off = 0;
+        for &l in &lens {
+            out.extend(super::mean_pool_normalize(
+                &x[off * d..(off + l) * d],
+                1,
+                d,
+                None,
+            ));
+            off += l;
+        }
+        Ok(out)
+    }
+}
