@@ -183,6 +183,7 @@ def seed_train_configs():
     for f in sorted((REPO / "tests/fixtures/train").glob("*.conf")):
         write("train_config", f.name, f.read_bytes())
     write("train_config", "syntax.conf", "--steps=3\r\n  # comment only\r\nlr = 1e-2 # trailing\r\nsteps = 5\r\n\r\nout = runs/a b\r\n")
+    # Paths relative to fuzz/, where run_all.sh and `cargo fuzz run` start the target: they exist, so load.
     write("train_config", "paths.conf", "data = Cargo.toml, make_corpora.py,\nresume = Cargo.toml\nvocab = 300\n")
     write("train_config", "edges.conf", "experts = 1\ntop-k = 1\nd-model = 7\nheads = 7\naux = 0.0\nseq = 1\nbatch = 1\n")
 
