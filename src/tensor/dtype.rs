@@ -77,6 +77,24 @@ pub fn bf16_le_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// f32 to little-endian f16 (or bf16 when `bf16`) bytes, rounding to nearest even, on the process's
+/// kernel tier (F16C / AVX-512 / AVX512-BF16 where present). src: (n) -> (2 n) bytes.
+pub fn f32_to_half_le(src: &[f32], bf16: bool) -> Vec<u8> {
+    let mut out = vec![0u8; 2 * src.len()];
+    let done = anvil_kernels::kernels().and_then(|k| match bf16 {
+        true => k.f32_to_bf16(src, &mut out),
+        false => k.f32_to_f16(src, &mut out),
+    });
+    if done.is_err() {
+        // Only a malformed `ANVIL_ISA` gets here (the lengths match): the portable loop still works.
+        match bf16 {
+            true => reference::to_bf16_slice(src, &mut out),
+            false => reference::to_f16_slice(src, &mut out),
+        }
+    }
+    out
+}
+
 /// Little-endian f32 bytes to f32 (the copy taken when a mapped region is not 4-byte aligned).
 ///
 /// # Panics

@@ -384,7 +384,8 @@ impl Tensor {
         }
     }
 
-    /// This view converted to `dtype`: f16/bf16 round to nearest even (via `half`); int8 quantizes each
+    /// This view converted to `dtype`: f16/bf16 round to nearest even (the kernels' `convert`
+    /// family, bit-exact against `half`); int8 quantizes each
     /// row symmetrically with the kernels' reference quantizer (`scale = amax / 127`).
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         if dtype == self.dtype() {
@@ -395,8 +396,15 @@ impl Tensor {
         let shape = &self.shape;
         let result = match dtype {
             DType::F32 => return self.to_f32(),
-            DType::F16 => Self::from_f16(x.iter().map(|&v| f16::from_f32(v)).collect(), shape),
-            DType::BF16 => Self::from_bf16(x.iter().map(|&v| bf16::from_f32(v)).collect(), shape),
+            DType::F16 | DType::BF16 => {
+                let bytes = dtype::f32_to_half_le(x, dtype == DType::BF16);
+                Ok(Self::packed(
+                    dtype,
+                    Bytes::Owned(Arc::new(bytes)),
+                    Vec::new(),
+                    shape,
+                ))
+            }
             DType::I8 => {
                 let row_len = row_len_of(shape);
                 let mut q = vec![0i8; x.len()];
