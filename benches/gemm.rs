@@ -13,7 +13,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     for s in GEMM_SHAPES {
         let (a, b, mut c) = operands(s);
-        let id = format!("{}{}", s.label(), if s.bt { "_nt" } else { "_nn" });
+        let id = format!("{}{}", s.label(), s.suffix());
         group.throughput(Throughput::Elements(s.flops() as u64));
         group.bench_with_input(BenchmarkId::new("anvil", &id), s, |bench, s| {
             bench.iter(gemm_ours(kern, *s, &a, &b, &mut c))

@@ -180,13 +180,15 @@ proptest! {
 
 #[test]
 fn large_shapes_cross_block_boundaries() {
-    // k past KC, m past MC, n past NC on every tier: the blocked loops' seams.
+    // k past KC, m past MC, n past NC on every tier: the blocked loops' seams (the last with A
+    // read transposed, as `dW = dY^T X` does, and k cut into balanced blocks).
     for kern in Kernels::available().unwrap() {
-        for (m, n, k) in [
-            (1100, 70, 600),
-            (40, 4200, 300),
-            (2, 5000, 700),
-            (300, 300, 1300),
+        for (m, n, k, ta) in [
+            (1100, 70, 600, false),
+            (40, 4200, 300, false),
+            (2, 5000, 700, false),
+            (300, 300, 1300, false),
+            (170, 850, 1030, true),
         ] {
             check(
                 &kern,
@@ -194,8 +196,8 @@ fn large_shapes_cross_block_boundaries() {
                     m,
                     n,
                     k,
-                    ta: false,
-                    tb: true,
+                    ta,
+                    tb: !ta,
                     alpha: 0.5,
                     beta: 1.0,
                     pad: 1,

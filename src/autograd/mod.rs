@@ -116,6 +116,25 @@ impl Grads<'_> {
         }
     }
 
+    /// The gradient buffer of `v` and whether it is fresh: `(buf, true)` when `v` had no
+    /// gradient yet, and `buf` holds stale values that the caller must overwrite in full (a GEMM
+    /// with `beta = 0`), saving the zeroing pass; `(buf, false)` to add into, as [`Self::slot`].
+    pub(crate) fn slot_or_fresh(&mut self, v: Var) -> Option<(&mut [f32], bool)> {
+        let n = &self.nodes[v.idx as usize];
+        if !n.needs_grad {
+            return None;
+        }
+        match n.value {
+            Value::Param(p) => Some((&mut self.params[p], false)),
+            Value::Owned(ref x) => {
+                let len = x.len();
+                let g = &mut self.node[v.idx as usize];
+                let fresh = g.is_none();
+                Some((g.get_or_insert_with(|| self.pool.take(len)), fresh))
+            }
+        }
+    }
+
     /// A scratch buffer from the pool (stale contents).
     pub(crate) fn scratch(&mut self, len: usize) -> Vec<f32> {
         self.pool.take(len)

@@ -2,13 +2,15 @@
 
 use anvil_kernels::{Kernels, MatMut, MatRef};
 
-/// One GEMM problem: `C (m, n) = A (m, k) * op(B)`, with B stored (n, k) when `bt` (a Linear
-/// weight) and (k, n) otherwise.
+/// One GEMM problem: `C (m, n) = op(A) * op(B)`, with A stored (k, m) when `at` (the
+/// activation gradient in `dW = dY^T X`) and (m, k) otherwise, and B stored (n, k) when `bt` (a
+/// Linear weight) and (k, n) otherwise.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmShape {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    pub at: bool,
     pub bt: bool,
 }
 
@@ -17,55 +19,76 @@ impl GemmShape {
         format!("{}x{}x{}", self.m, self.k, self.n)
     }
 
+    /// The name suffix: `_tn` when A is read transposed, `_nt` when B is, else `_nn`.
+    pub fn suffix(&self) -> &'static str {
+        match (self.at, self.bt) {
+            (true, false) => "_tn",
+            (true, true) => "_tt",
+            (false, true) => "_nt",
+            (false, false) => "_nn",
+        }
+    }
+
+    /// The shape with B stored (k, n) and A (m, k).
+    pub const fn nn(m: usize, k: usize, n: usize) -> Self {
+        GemmShape {
+            m,
+            k,
+            n,
+            at: false,
+            bt: false,
+        }
+    }
+
     pub fn flops(&self) -> f64 {
         2.0 * (self.m * self.k * self.n) as f64
     }
 }
 
 /// The shapes the kernels issue names: square 1024, the GPT MLP shapes, the encoder's, and the
-/// decode GEMV; B is a (k, n) matrix in all but the last two (Linear weights stored (n, k)).
+/// decode GEMV; then the three GEMMs of each Linear of a GPT-2 block's training step at B4 x T256
+/// (1024 tokens): forward `X W^T` (`_nt`), `dX = dY W`, and `dW = dY^T X` (`_tn`).
 pub const GEMM_SHAPES: &[GemmShape] = &[
+    GemmShape::nn(1024, 1024, 1024),
+    GemmShape::nn(256, 768, 3072),
+    GemmShape::nn(256, 3072, 768),
+    GemmShape::nn(4096, 384, 1536),
     GemmShape {
-        m: 1024,
-        k: 1024,
-        n: 1024,
-        bt: false,
-    },
-    GemmShape {
-        m: 256,
-        k: 768,
-        n: 3072,
-        bt: false,
-    },
-    GemmShape {
-        m: 256,
-        k: 3072,
-        n: 768,
-        bt: false,
-    },
-    GemmShape {
-        m: 4096,
-        k: 384,
-        n: 1536,
-        bt: false,
-    },
-    GemmShape {
-        m: 256,
-        k: 768,
-        n: 3072,
         bt: true,
+        ..GemmShape::nn(256, 768, 3072)
     },
+    GemmShape::nn(1, 768, 3072),
     GemmShape {
-        m: 1,
-        k: 768,
-        n: 3072,
-        bt: false,
-    },
-    GemmShape {
-        m: 1,
-        k: 768,
-        n: 3072,
         bt: true,
+        ..GemmShape::nn(1, 768, 3072)
+    },
+    // QKV (768 -> 2304) and the MLP (768 -> 3072 -> 768) at 1024 tokens.
+    GemmShape {
+        bt: true,
+        ..GemmShape::nn(1024, 768, 2304)
+    },
+    GemmShape::nn(1024, 2304, 768),
+    GemmShape {
+        at: true,
+        ..GemmShape::nn(2304, 1024, 768)
+    },
+    GemmShape {
+        bt: true,
+        ..GemmShape::nn(1024, 768, 3072)
+    },
+    GemmShape::nn(1024, 3072, 768),
+    GemmShape {
+        at: true,
+        ..GemmShape::nn(3072, 1024, 768)
+    },
+    GemmShape {
+        bt: true,
+        ..GemmShape::nn(1024, 3072, 768)
+    },
+    GemmShape::nn(1024, 768, 3072),
+    GemmShape {
+        at: true,
+        ..GemmShape::nn(768, 1024, 3072)
     },
 ];
 
@@ -97,13 +120,12 @@ pub fn gemm_ours<'a>(
             MatRef::new(b, s.k, s.n, s.n)
         };
         // The shapes are consistent by construction; an error here is a bug in this file.
-        kern.sgemm(
-            1.0,
-            MatRef::new(a, s.m, s.k, s.k),
-            bv,
-            0.0,
-            MatMut::new(c, s.m, s.n, s.n),
-        )
-        .expect("bench operands match their shape");
+        let av = if s.at {
+            MatRef::new(a, s.k, s.m, s.m).t()
+        } else {
+            MatRef::new(a, s.m, s.k, s.k)
+        };
+        kern.sgemm(1.0, av, bv, 0.0, MatMut::new(c, s.m, s.n, s.n))
+            .expect("bench operands match their shape");
     }
 }

@@ -28,6 +28,12 @@ pub fn gemm_crate<'a>(
     } else {
         (1, s.n as isize)
     };
+    // Column and row strides of op(A).
+    let (rac, rar) = if s.at {
+        (s.m as isize, 1)
+    } else {
+        (1, s.k as isize)
+    };
     move || {
         // SAFETY: the pointers and strides describe the m x k, k x n and m x n buffers above.
         unsafe {
@@ -40,8 +46,8 @@ pub fn gemm_crate<'a>(
                 s.n as isize,
                 false,
                 a.as_ptr(),
-                1,
-                s.k as isize,
+                rac,
+                rar,
                 b.as_ptr(),
                 rbc,
                 rbr,
@@ -62,6 +68,11 @@ pub fn mm<'a>(s: GemmShape, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> imp
     } else {
         (s.n as isize, 1)
     };
+    let (rsa, csa) = if s.at {
+        (1, s.m as isize)
+    } else {
+        (s.k as isize, 1)
+    };
     move || {
         // SAFETY: as above.
         unsafe {
@@ -71,8 +82,8 @@ pub fn mm<'a>(s: GemmShape, a: &'a [f32], b: &'a [f32], c: &'a mut [f32]) -> imp
                 s.n,
                 1.0,
                 a.as_ptr(),
-                s.k as isize,
-                1,
+                rsa,
+                csa,
                 b.as_ptr(),
                 rsb,
                 csb,

@@ -12,12 +12,14 @@ pub const QGEMM_SHAPES: &[GemmShape] = &[
         m: 256,
         k: 768,
         n: 3072,
+        at: false,
         bt: true,
     },
     GemmShape {
         m: 1,
         k: 768,
         n: 3072,
+        at: false,
         bt: true,
     },
 ];

@@ -257,7 +257,7 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
         let (abuf, bbuf) = &mut *guard;
         let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
         let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
-        for_blocks(p, bl.nc, bl.kc, |blk| {
+        for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
             // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
             unsafe { pack_b_block::<K>(p, &blk, bpack) };
             // SAFETY: every row of the checked problem.
@@ -266,9 +266,21 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
     });
 }
 
-/// LOOP 5 and LOOP 4: columns of C in blocks of NC, the shared dimension in blocks of KC (later
-/// blocks accumulate into C).
-fn for_blocks(p: &Problem, nc_blk: usize, kc_blk: usize, mut f: impl FnMut(Block)) {
+/// `len` cut into as few blocks of at most `max` as possible, of equal size rounded up to a
+/// multiple of `unit`: 1024 rows of k under a 384 limit become 344 + 344 + 336, not
+/// 384 + 384 + 256, and 768 columns under a 672 limit one block of 384 twice, not 672 + 96 (a
+/// thin last block repacks all of A for little work).
+fn balanced(len: usize, max: usize, unit: usize) -> usize {
+    let blocks = len.div_ceil(max.max(1)).max(1);
+    (len.div_ceil(blocks).div_ceil(unit) * unit).clamp(unit, max.max(unit))
+}
+
+/// LOOP 5 and LOOP 4: columns of C in blocks of at most `nc_max`, the shared dimension in blocks
+/// of at most `kc_max` (later blocks accumulate into C). Both block sizes depend only on the
+/// problem's sizes, never on the thread count.
+fn for_blocks(p: &Problem, nc_max: usize, kc_max: usize, nr: usize, mut f: impl FnMut(Block)) {
+    let nc_blk = balanced(p.n, nc_max, nr);
+    let kc_blk = balanced(p.k, kc_max, 8);
     for jc in (0..p.n).step_by(nc_blk) {
         for pc in (0..p.k).step_by(kc_blk) {
             f(Block {
@@ -315,7 +327,7 @@ unsafe fn shared_b<K: MicroKernel>(p: &Problem, threads: usize) {
         };
         let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
         let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
-        for_blocks(p, bl.nc, bl.kc, |blk| {
+        for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
             let panel = K::NR * blk.kc;
             bpack[..blk.nc.div_ceil(K::NR) * panel]
                 .par_chunks_mut(panel)

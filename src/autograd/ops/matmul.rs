@@ -2,7 +2,8 @@
 //! (`y = x W^T + b`, `W` stored `(OUT, IN)` as Hugging Face does).
 //!
 //! Transposes are `MatRef::t` views, never copies: forward `x W^T`, backward `dx += dy W` and
-//! `dW += dy^T x` all read their operands in place; backward GEMMs use `beta = 1` to add.
+//! `dW += dy^T x` all read their operands in place; backward GEMMs use `beta = 1` to add (or
+//! `beta = 0` into an input's fresh gradient slot, which skips zeroing it).
 
 use super::{add_col_sums, rows_cols};
 use crate::autograd::op::{Ctx, Op};
@@ -161,10 +162,11 @@ pub(crate) fn matmul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result
         d.m * d.n,
     );
     let dym = MatRef::new(dy, d.m, d.n, d.n);
-    if let Some(ga) = c.g.slot(a) {
+    if let Some((ga, fresh)) = c.g.slot_or_fresh(a) {
         let bt = MatRef::new(c.v.get(b), d.k, d.n, d.n).t();
         let gm = MatMut::new(ga, d.m, d.k, d.k);
-        gemm(c.k, d.batch, dym, sy, bt, sb, 1.0, gm, sa)?;
+        let beta = if fresh { 0.0 } else { 1.0 };
+        gemm(c.k, d.batch, dym, sy, bt, sb, beta, gm, sa)?;
     }
     if d.b_batched {
         if let Some(gb) = c.g.slot(b) {
@@ -191,9 +193,11 @@ pub(crate) fn linear_backward(
     let (rows, inp) = rows_cols("linear", c.v.shape(x))?;
     let out = c.v.shape(w)[0];
     let dym = MatRef::new(dy, rows, out, out);
-    if let Some(gx) = c.g.slot(x) {
+    if let Some((gx, fresh)) = c.g.slot_or_fresh(x) {
+        // A fresh slot is written, not added into: no zeroing pass, no read of C.
+        let beta = if fresh { 0.0 } else { 1.0 };
         let wm = MatRef::new(c.v.get(w), out, inp, inp);
-        c.k.sgemm(1.0, dym, wm, 1.0, MatMut::new(gx, rows, inp, inp))?;
+        c.k.sgemm(1.0, dym, wm, beta, MatMut::new(gx, rows, inp, inp))?;
     }
     if let Some(gw) = c.g.slot(w) {
         let xm = MatRef::new(c.v.get(x), rows, inp, inp);

@@ -245,9 +245,8 @@ fn gemm(
             .collect();
         let secs = bench::interleaved(&mut fns, budget, 5);
         for ((name, _), t) in runs.iter().zip(secs) {
-            let suffix = if s.bt { "_nt" } else { "_nn" };
             out.record(&Record {
-                name: format!("{name}/sgemm{suffix}"),
+                name: format!("{name}/sgemm{}", s.suffix()),
                 shape: s.label(),
                 threads,
                 unit: "gflops",
