@@ -52,10 +52,21 @@ fn check(name: &str, m: &mut Model, ids: &[u32], b: usize, prompt: &[usize]) {
     let v = m.config().vocab_size;
     let want = full_logits(m, ids, b);
     let mut cache = m.new_cache(b, None);
+    let mut last_cache = m.new_cache(b, None);
     let mut worst = 0.0f32;
     for r in 0..b {
         let p = prompt[r];
         let row = &ids[r * t..r * t + p];
+        // The last position's logits alone (the head run on that position only).
+        let l = m.forward_cached_last(row, &[r], &mut last_cache).unwrap();
+        assert_eq!(m.graph().shape(l).unwrap(), [1, 1, v], "{name}");
+        let got = m.graph().value(l).unwrap().to_vec();
+        m.graph().clear();
+        let d = max_diff(&got, &want[r][(p - 1) * v..p * v]);
+        assert!(
+            d <= CACHE_ATOL,
+            "{name}: row {r} last of a prefill of {p}: {d}"
+        );
         let l = m.forward_cached(row, &[r], &mut cache).unwrap();
         let got = m.graph().value(l).unwrap().to_vec();
         m.graph().clear();
@@ -150,4 +161,26 @@ fn cache_refuses_overflow_and_bad_rows() {
     assert!(msg(m.forward_cached(&[1], &[0], &mut cache)).contains("exceed"));
     cache.reset(0);
     m.forward_cached(&[1], &[0], &mut cache).unwrap();
+}
+
+/// A prefill of several rows at once that keeps only each row's last logits.
+#[test]
+fn batched_prefill_of_last_logits() {
+    for arch in ["gpt2", "mixtral"] {
+        let mut m = Model::load(fixtures().join(arch)).unwrap();
+        let (ids, b) = fixture_ids(arch);
+        let (t, v) = (ids.len() / b, m.config().vocab_size);
+        let want = full_logits(&mut m, &ids, b);
+        let mut cache = m.new_cache(b, None);
+        let rows: Vec<usize> = (0..b).collect();
+        let l = m.forward_cached_last(&ids, &rows, &mut cache).unwrap();
+        assert_eq!(m.graph().shape(l).unwrap(), [b, 1, v], "{arch}");
+        let got = m.graph().value(l).unwrap().to_vec();
+        m.graph().clear();
+        for r in 0..b {
+            let d = max_diff(&got[r * v..(r + 1) * v], &want[r][(t - 1) * v..t * v]);
+            assert!(d <= CACHE_ATOL, "{arch}: row {r}: {d}");
+        }
+        assert!((0..b).all(|r| cache.seen(r) == t), "{arch}: cache advanced");
+    }
 }

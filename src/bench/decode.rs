@@ -72,7 +72,7 @@ pub fn time_decode(m: &mut Model, budget: Duration) -> Result<(f64, f64), String
     let once = |m: &mut Model| -> crate::models::Result<(f64, f64)> {
         let mut cache = m.new_cache(1, Some(PROMPT + NEW + 1));
         let t0 = Instant::now();
-        let l = m.forward_cached(&prompt, &[0], &mut cache)?;
+        let l = m.forward_cached_last(&prompt, &[0], &mut cache)?;
         let v = m.config().vocab_size;
         let vals = m.graph_ref().value(l)?;
         let mut next = argmax(&vals[vals.len() - v..]);

@@ -30,7 +30,7 @@ pub struct CachedLm<'m>(pub &'m mut Model);
 
 impl CachedLm<'_> {
     fn logits(&mut self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let l = self.0.forward_cached(ids, &[0], cache);
+        let l = self.0.forward_cached_last(ids, &[0], cache);
         let n = self.0.config().vocab_size;
         let out = l.and_then(|l| {
             let v = self.0.graph_ref().value(l)?;

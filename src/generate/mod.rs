@@ -180,8 +180,7 @@ impl<'a> Generator<'a> {
         };
         let t0 = Instant::now();
         for (i, p) in prompts.iter().enumerate() {
-            let logits = g.forward(p, &[i])?;
-            let v = logits.len() / p.len();
+            let logits = g.forward(p, &[i], true)?;
             g.rows.push(Row {
                 context: p.clone(),
                 generated: Vec::new(),
@@ -190,7 +189,7 @@ impl<'a> Generator<'a> {
                 stop: StopText::new(&cfg.stop_strings),
                 text: String::new(),
                 finish: (cfg.max_new_tokens == 0).then_some(Finish::Length),
-                logits: logits[logits.len() - v..].to_vec(),
+                logits,
             });
         }
         g.timing.prefill_tokens = prompts.iter().map(Vec::len).sum();
@@ -198,9 +197,14 @@ impl<'a> Generator<'a> {
         Ok(g)
     }
 
-    /// Logits `(rows.len() * T, V)` of `ids` fed to cache `rows`; the tape is cleared after.
-    fn forward(&mut self, ids: &[u32], rows: &[usize]) -> Result<Vec<f32>> {
-        let l = self.model.forward_cached(ids, rows, &mut self.cache);
+    /// Logits `(rows.len() * T, V)` of `ids` fed to cache `rows`, or with `last` only each
+    /// row's last `(rows.len(), V)`; the tape is cleared after.
+    fn forward(&mut self, ids: &[u32], rows: &[usize], last: bool) -> Result<Vec<f32>> {
+        let l = if last {
+            self.model.forward_cached_last(ids, rows, &mut self.cache)
+        } else {
+            self.model.forward_cached(ids, rows, &mut self.cache)
+        };
         let out = l.and_then(|l| Ok(self.model.graph().value(l)?.to_vec()));
         self.model.graph().clear();
         out
@@ -271,7 +275,7 @@ impl<'a> Generator<'a> {
             });
         }
         if !feed.is_empty() {
-            let logits = self.forward(&feed, &rows)?;
+            let logits = self.forward(&feed, &rows, false)?;
             let v = logits.len() / feed.len();
             for (k, &i) in rows.iter().enumerate() {
                 self.rows[i]

@@ -332,6 +332,31 @@ impl Model {
         rows: &[usize],
         cache: &mut KvCache,
     ) -> Result<Var> {
+        self.cached(ids, rows, cache, false)
+    }
+
+    /// As [`Model::forward_cached`], but returns only the logits of each row's last new token,
+    /// `(rows.len(), 1, V)`: all a sampler needs after a prefill. The head, `V x d` per position
+    /// (a third of GPT-2's prefill work), then runs for one position per row instead of `T`.
+    ///
+    /// # Errors
+    /// As [`Model::forward_cached`].
+    pub fn forward_cached_last(
+        &mut self,
+        ids: &[u32],
+        rows: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Var> {
+        self.cached(ids, rows, cache, true)
+    }
+
+    fn cached(
+        &mut self,
+        ids: &[u32],
+        rows: &[usize],
+        cache: &mut KvCache,
+        last_only: bool,
+    ) -> Result<Var> {
         if rows.is_empty() || ids.is_empty() || !ids.len().is_multiple_of(rows.len()) {
             return Err(Error::Config {
                 detail: format!(
@@ -349,6 +374,7 @@ impl Model {
             cache: &mut *cache,
             rows,
             starts: &starts,
+            last_only,
         };
         let r = self.run(ids, rows.len(), &mut mode);
         self.graph.set_grad_enabled(was);
@@ -404,7 +430,18 @@ impl Model {
         if matches!(mode, Mode::Full(_)) {
             self.training = rng;
         }
-        let (x, router_logits, moe_stats) = r?;
+        let (mut x, router_logits, moe_stats) = r?;
+        if matches!(
+            mode,
+            Mode::Cached {
+                last_only: true,
+                ..
+            }
+        ) && t > 1
+        {
+            // `// x: (B, T, d) -> (B, 1, d)`: norm and head act per position.
+            x = g.narrow(x, 1, t - 1, 1)?;
+        }
         let x = self.final_norm.forward(g, x)?;
         let logits = match self.head {
             Some(h) => h.forward(g, x)?,
@@ -479,6 +516,8 @@ enum Mode<'a> {
         cache: &'a mut KvCache,
         rows: &'a [usize],
         starts: &'a [usize],
+        /// Logits of each row's last position only.
+        last_only: bool,
     },
 }
 
@@ -501,6 +540,7 @@ fn run_blocks(
                     cache,
                     rows,
                     starts,
+                    ..
                 } => {
                     let (capacity, ring) = (cache.capacity(), cache.is_ring());
                     let step = CacheStep {

@@ -28,8 +28,15 @@ pub(crate) trait Simd {
     unsafe fn hsum(v: Self::V) -> f32;
 }
 
+/// Below this many bytes of B a skinny GEMM runs on the calling thread even when the caller
+/// offers none: a fork-join costs a few microseconds, about what one core takes to stream 256 KiB
+/// from L2 or L3. A GEMV reads each weight once for one multiply-add, so it pays for a fork from
+/// far fewer multiply-adds than the packed path's threshold (`loops::PAR_MIN_FMAS`).
+const PAR_MIN_B_BYTES: usize = 256 * 1024;
+
 /// Runs `p` on the skinny path if its shape suits and returns true; false leaves it to the packed
-/// path.
+/// path. `threads`: the threads the caller offers; a B of [`PAR_MIN_B_BYTES`] or more is split
+/// over the whole rayon pool regardless.
 ///
 /// # Safety
 /// As `loops::gemm`, and the CPU supports `S`'s instruction set.
@@ -49,8 +56,14 @@ pub(crate) unsafe fn try_run<S: Simd>(
     } else {
         return false;
     };
-    // Column blocks: whole vectors of columns per thread, so tiles never straddle a cut.
-    let unit = 4 * S::LANES;
+    let threads = if threads <= 1 && p.k.saturating_mul(p.n).saturating_mul(4) >= PAR_MIN_B_BYTES {
+        rayon::current_num_threads()
+    } else {
+        threads
+    };
+    // Column blocks of whole vectors, so no vector of C straddles a cut; each C element is
+    // computed the same way whichever block it falls in.
+    let unit = S::LANES;
     let parts = if threads > 1 {
         threads.min(p.n.div_ceil(unit))
     } else {
@@ -93,40 +106,41 @@ const AXPY_ACC: usize = 4096;
 const AXPY_ROWS: usize = 8;
 
 /// Axpy form over columns `j0..j1` with `M` rows: `acc[i, j] += A[i, p] * B[p, j]` for p in order,
-/// so each element's sum runs over k in order whatever the blocking.
+/// so each element's sum runs over k in order whatever the blocking. Columns go `U` vectors at a
+/// time (`M * U` independent accumulators hide the FMA latency), then one at a time.
 #[inline(always)]
-pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j1: usize) {
+pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize, const U: usize>(
+    p: &Problem,
+    j0: usize,
+    j1: usize,
+) {
     let mut buf = [0.0f32; AXPY_ACC];
     let lanes = S::LANES;
     let cols = AXPY_ACC / M / lanes * lanes;
     for jb in (j0..j1).step_by(cols) {
         let width = cols.min(j1 - jb);
         buf[..M * cols].fill(0.0);
-        let acc = buf.as_mut_ptr();
+        let acc = Acc {
+            ptr: buf.as_mut_ptr(),
+            cols,
+        };
+        let (full, last) = (width / lanes, width % lanes);
         for k0 in (0..p.k).step_by(AXPY_ROWS) {
-            let kn = AXPY_ROWS.min(p.k - k0);
-            for v in (0..width).step_by(lanes) {
-                let n = lanes.min(width - v);
-                // SAFETY: rows k0..k0 + kn < k and columns jb + v..jb + v + n < n of B; rows < M of A; the accumulators lie in `buf` (M x cols).
-                unsafe {
-                    let mut r = [S::zero(); M];
-                    for (i, ri) in r.iter_mut().enumerate() {
-                        *ri = S::load(acc.add(i * cols + v));
-                    }
-                    for kk in k0..k0 + kn {
-                        let bp = p.b.add(kk * p.rsb + jb + v);
-                        let bv = if n == lanes {
-                            S::load(bp)
-                        } else {
-                            S::load_part(bp, n)
-                        };
-                        for (i, ri) in r.iter_mut().enumerate() {
-                            *ri = S::fma(S::splat(*p.a.add(i * p.rsa + kk * p.csa)), bv, *ri);
-                        }
-                    }
-                    for (i, ri) in r.iter().enumerate() {
-                        S::store_part(acc.add(i * cols + v), lanes, *ri);
-                    }
+            let rows = k0..AXPY_ROWS.min(p.k - k0) + k0;
+            let mut v = 0;
+            // SAFETY: vectors v.. of the block lie inside its `width` columns of B and inside
+            // `buf` (M x cols, cols >= width rounded up to whole vectors); rows inside k.
+            unsafe {
+                while v + U <= full {
+                    axpy_tile::<S, M, U>(p, &acc, jb, v * lanes, rows.clone(), lanes);
+                    v += U;
+                }
+                while v < full {
+                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), lanes);
+                    v += 1;
+                }
+                if last > 0 {
+                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), last);
                 }
             }
         }
@@ -137,7 +151,7 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
                 let n = lanes.min(width - v);
                 // SAFETY: row i < m, columns jb + v..jb + v + n < n of C; accumulators in buf.
                 unsafe {
-                    let r = S::load(acc.add(i * cols + v));
+                    let r = S::load(acc.ptr.add(i * cols + v));
                     store::<S>(p.c.add(i * p.ldc + jb + v), n, r, alpha, p.beta);
                 }
             }
@@ -145,11 +159,67 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, 
     }
 }
 
-/// Dot form over columns `j0..j1`: `M` rows of A (contiguous along k) against groups of 4
-/// columns of op(B) (contiguous along k).
+/// The axpy form's accumulator block: `M` rows of `cols` values.
+struct Acc {
+    ptr: *mut f32,
+    cols: usize,
+}
+
+/// One tile of the axpy form: `U` vectors of columns from `jb + v` (the last holding `last`
+/// columns), rows `rows` of B added into the accumulators. (Prefetching the next group of rows
+/// here measured slower with B in L2: 30 against 38 GB/s on one core.)
+///
+/// # Safety
+/// Rows `rows` of B and columns `jb + v..jb + v + (U - 1) * LANES + last` lie inside the problem;
+/// the accumulators `v..v + U * LANES` of each of the `M` rows lie inside the block.
 #[inline(always)]
-pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j1: usize) {
-    const J: usize = 4;
+unsafe fn axpy_tile<S: Simd, const M: usize, const U: usize>(
+    p: &Problem,
+    acc: &Acc,
+    jb: usize,
+    v: usize,
+    rows: std::ops::Range<usize>,
+    last: usize,
+) {
+    let lanes = S::LANES;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r = [[S::zero(); U]; M];
+        for (i, ri) in r.iter_mut().enumerate() {
+            for (u, x) in ri.iter_mut().enumerate() {
+                *x = S::load(acc.ptr.add(i * acc.cols + v + u * lanes));
+            }
+        }
+        for kk in rows {
+            let bp = p.b.add(kk * p.rsb + jb + v);
+            let a: [S::V; M] = std::array::from_fn(|i| S::splat(*p.a.add(i * p.rsa + kk * p.csa)));
+            for u in 0..U {
+                let bv = if u + 1 < U || last == lanes {
+                    S::load(bp.add(u * lanes))
+                } else {
+                    S::load_part(bp.add(u * lanes), last)
+                };
+                for (ri, &ai) in r.iter_mut().zip(&a) {
+                    ri[u] = S::fma(ai, bv, ri[u]);
+                }
+            }
+        }
+        for (i, ri) in r.iter().enumerate() {
+            for (u, x) in ri.iter().enumerate() {
+                S::store_part(acc.ptr.add(i * acc.cols + v + u * lanes), lanes, *x);
+            }
+        }
+    }
+}
+
+/// Dot form over columns `j0..j1`: `M` rows of A (contiguous along k) against groups of `J`
+/// columns of op(B) (contiguous along k); `M * J` independent accumulators.
+#[inline(always)]
+pub(crate) unsafe fn dot_cols<S: Simd, const M: usize, const J: usize>(
+    p: &Problem,
+    j0: usize,
+    j1: usize,
+) {
     let full = p.k / S::LANES * S::LANES;
     let tail = p.k - full;
     let mut j = j0;
@@ -197,7 +267,9 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize>(p: &Problem, j0: usize, j
     }
 }
 
-/// Instantiates the kernels for each row count 1..=8 behind one `#[target_feature]` entry.
+/// Instantiates the kernels for each row count 1..=8 behind one `#[target_feature]` entry. The
+/// axpy form unrolls over 8 / M vectors of columns (at most 8 accumulators); the dot form takes 8
+/// columns at a time for one row of A, 4 for more.
 macro_rules! skinny_entry {
     ($simd:ty, $feat:literal, $axpy:ident, $dot:ident) => {
         #[target_feature(enable = $feat)]
@@ -206,14 +278,14 @@ macro_rules! skinny_entry {
             // SAFETY: forwarded contract; m selects the instantiation.
             unsafe {
                 match p.m {
-                    1 => axpy_cols::<$simd, 1>(p, j0, j1),
-                    2 => axpy_cols::<$simd, 2>(p, j0, j1),
-                    3 => axpy_cols::<$simd, 3>(p, j0, j1),
-                    4 => axpy_cols::<$simd, 4>(p, j0, j1),
-                    5 => axpy_cols::<$simd, 5>(p, j0, j1),
-                    6 => axpy_cols::<$simd, 6>(p, j0, j1),
-                    7 => axpy_cols::<$simd, 7>(p, j0, j1),
-                    _ => axpy_cols::<$simd, 8>(p, j0, j1),
+                    1 => axpy_cols::<$simd, 1, 8>(p, j0, j1),
+                    2 => axpy_cols::<$simd, 2, 4>(p, j0, j1),
+                    3 => axpy_cols::<$simd, 3, 2>(p, j0, j1),
+                    4 => axpy_cols::<$simd, 4, 2>(p, j0, j1),
+                    5 => axpy_cols::<$simd, 5, 1>(p, j0, j1),
+                    6 => axpy_cols::<$simd, 6, 1>(p, j0, j1),
+                    7 => axpy_cols::<$simd, 7, 1>(p, j0, j1),
+                    _ => axpy_cols::<$simd, 8, 1>(p, j0, j1),
                 }
             }
         }
@@ -232,10 +304,10 @@ macro_rules! skinny_entry {
                         ..*p
                     };
                     match q.m {
-                        1 => dot_cols::<$simd, 1>(&q, j0, j1),
-                        2 => dot_cols::<$simd, 2>(&q, j0, j1),
-                        3 => dot_cols::<$simd, 3>(&q, j0, j1),
-                        _ => dot_cols::<$simd, 4>(&q, j0, j1),
+                        1 => dot_cols::<$simd, 1, 8>(&q, j0, j1),
+                        2 => dot_cols::<$simd, 2, 4>(&q, j0, j1),
+                        3 => dot_cols::<$simd, 3, 4>(&q, j0, j1),
+                        _ => dot_cols::<$simd, 4, 4>(&q, j0, j1),
                     }
                     i += 4;
                 }

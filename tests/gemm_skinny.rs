@@ -1,0 +1,135 @@
+//! The skinny (GEMV-like, m <= 8) GEMM path against the scalar reference on every tier: row
+//! counts 1..=8 against column counts on both sides of each unroll width (8 / m vectors in the
+//! axpy form, 4 or 8 columns in the dot form) and of the thread split, both layouts of B, NaN
+//! sentinels in C's padding; and bit-identical results on 1 and 2 threads for GEMVs that are
+//! split between threads below the packed path's threshold.
+
+use anvil::kernels::gemm::reference;
+use anvil::kernels::{Kernels, MatMut, MatRef};
+
+/// The k-term dot product is summed in a different order (FMA, lanes) than the reference:
+/// |err| <= gamma_{k+2} * sum |terms|, doubled because both sides round.
+fn tolerance(k: usize, magnitude: f32) -> f32 {
+    let n = (k + 2) as f32 * f32::EPSILON;
+    2.0 * n / (1.0 - n) * magnitude + f32::MIN_POSITIVE
+}
+
+/// A deterministic pseudo-random vector in [-1, 1).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `C = alpha * A B + beta * C` with A `(m, k)`, B `(k, n)` or, `dot`, stored `(n, k)`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kern: Option<&Kernels>,
+    m: usize,
+    n: usize,
+    k: usize,
+    dot: bool,
+    alpha: f32,
+    beta: f32,
+    pad: usize,
+) -> Vec<f32> {
+    let a = fill(m * k, 1);
+    let b = fill(k * n, 2);
+    let ldc = n + pad;
+    let mut c = fill(m * ldc, 3);
+    for i in 0..m {
+        c[i * ldc + n..(i + 1) * ldc].fill(f32::NAN);
+    }
+    let av = MatRef::new(&a, m, k, k);
+    let bv = if dot {
+        MatRef::new(&b, n, k, k).t()
+    } else {
+        MatRef::new(&b, k, n, n)
+    };
+    let cm = MatMut::new(&mut c, m, n, ldc);
+    match kern {
+        Some(kern) => kern.sgemm(alpha, av, bv, beta, cm).unwrap(),
+        None => reference::sgemm(alpha, av, bv, beta, cm).unwrap(),
+    }
+    c
+}
+
+#[test]
+fn every_row_count_across_unroll_and_split_widths() {
+    let widths = [1, 15, 16, 17, 31, 64, 127, 128, 129, 143, 200, 385, 1000];
+    for kern in Kernels::available().unwrap() {
+        for m in 1..=8 {
+            for &n in &widths {
+                for k in [1, 7, 8, 9, 33] {
+                    for (dot, alpha, beta, pad) in [
+                        (false, 1.0, 0.0, 0),
+                        (true, 1.0, 0.0, 0),
+                        (false, 0.5, 1.5, 3),
+                        (true, -2.0, 0.25, 1),
+                    ] {
+                        let got = run(Some(&kern), m, n, k, dot, alpha, beta, pad);
+                        let want = run(None, m, n, k, dot, alpha, beta, pad);
+                        let c0 = fill(m * (n + pad), 3);
+                        for i in 0..m {
+                            for j in 0..n + pad {
+                                let (g, w) = (got[i * (n + pad) + j], want[i * (n + pad) + j]);
+                                if j >= n {
+                                    assert!(
+                                        g.is_nan(),
+                                        "{:?} m{m} n{n}: padding written",
+                                        kern.isa()
+                                    );
+                                    continue;
+                                }
+                                let mag = alpha.abs() * k as f32
+                                    + beta.abs() * c0[i * (n + pad) + j].abs();
+                                assert!(
+                                    (g - w).abs() <= tolerance(k, mag),
+                                    "{:?} m{m} n{n} k{k} dot{dot}: C[{i},{j}] = {g}, reference {w}",
+                                    kern.isa()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// GEMVs of the tiny and GPT-2 models' shapes, whose weights (>= 256 KiB) are split between
+/// threads although they have fewer multiply-adds than the packed path's threshold.
+#[test]
+fn split_gemvs_bit_identical_across_thread_counts() {
+    let pool = |t| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+    };
+    for kern in Kernels::available().unwrap() {
+        for (m, n, k, dot) in [
+            (1, 384, 384, false),
+            (1, 1152, 384, false),
+            (1, 384, 1536, true),
+            (3, 1536, 384, true),
+            (2, 200, 700, false),
+        ] {
+            let go = |t| pool(t).install(|| run(Some(&kern), m, n, k, dot, 1.0, 1.0, 0));
+            let (one, two) = (go(1), go(2));
+            assert!(
+                one.iter()
+                    .zip(&two)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{:?} {m}x{n}x{k} dot{dot}: 1 and 2 threads differ",
+                kern.isa()
+            );
+        }
+    }
+}
