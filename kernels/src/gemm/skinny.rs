@@ -128,8 +128,7 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize, const U: usize>(
         for k0 in (0..p.k).step_by(AXPY_ROWS) {
             let rows = k0..AXPY_ROWS.min(p.k - k0) + k0;
             let mut v = 0;
-            // SAFETY: vectors v.. of the block lie inside its `width` columns of B and inside
-            // `buf` (M x cols, cols >= width rounded up to whole vectors); rows inside k.
+            // SAFETY: vectors v.. lie inside the block's `width` columns of B, inside `buf` (M x whole vectors) and rows inside k.
             unsafe {
                 while v + U <= full {
                     axpy_tile::<S, M, U>(p, &acc, jb, v * lanes, rows.clone(), lanes);
