@@ -42,6 +42,15 @@ fn skipped(test: &str, why: &str) {
     let _ = std::io::stderr().write_all(msg.as_bytes());
 }
 
+/// The reference file's `cases` (one per sentence: text, ids, embedding, hidden states).
+fn reference_cases() -> Vec<Value> {
+    let root = json::parse(&std::fs::read(reference()).expect("reference.json")).unwrap();
+    root.get("cases")
+        .and_then(Value::as_array)
+        .unwrap()
+        .to_vec()
+}
+
 fn floats(v: &Value, key: &str) -> Vec<f32> {
     v.get(key)
         .and_then(Value::as_array)
@@ -155,8 +164,7 @@ fn parity_minilm_packed_sentence_embeddings() {
         );
         return;
     };
-    let root = json::parse(&std::fs::read(reference()).expect("reference.json")).unwrap();
-    let cases = root.get("cases").and_then(Value::as_array).unwrap();
+    let cases = reference_cases();
     let texts: Vec<&str> = cases
         .iter()
         .map(|c| c.get("text").and_then(Value::as_str).unwrap())
@@ -244,8 +252,7 @@ fn minilm_int8_embeddings_stay_close_to_f32() {
         );
         return;
     };
-    let root = json::parse(&std::fs::read(reference()).expect("reference.json")).unwrap();
-    let cases = root.get("cases").and_then(Value::as_array).unwrap();
+    let cases = reference_cases();
     let texts: Vec<&str> = cases
         .iter()
         .map(|c| c.get("text").and_then(Value::as_str).unwrap())

@@ -21,20 +21,7 @@ pub struct DecodeModel {
 /// GPT-2 124M, the "tiny" GPT (vocab 4096, 6 layers, d 384, 6 heads) and its 8-expert top-2
 /// mixture (Mixtral layout: SwiGLU experts of width 1536, untied head).
 pub fn decode_models() -> Vec<DecodeModel> {
-    let gpt = |vocab, layers, d, heads, ctx| Config {
-        arch: Arch::Gpt2,
-        vocab_size: vocab,
-        d_model: d,
-        n_layers: layers,
-        n_heads: heads,
-        n_kv_heads: heads,
-        head_dim: d / heads,
-        d_ff: 4 * d,
-        max_seq_len: ctx,
-        tie_embeddings: true,
-        dropout: 0.0,
-        ..Config::expert(vocab)
-    };
+    let gpt = |vocab, layers, d, heads, ctx| super::train::gpt2(vocab, d, layers, heads, ctx);
     let tiny = gpt(4096, 6, 384, 6, 256);
     let moe = Config {
         arch: Arch::Mixtral,

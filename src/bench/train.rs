@@ -34,7 +34,8 @@ impl TrainBench {
     }
 }
 
-fn gpt2(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> Config {
+/// A GPT-2-shaped config (tied head, d_ff 4 d, no dropout); also the decode bench's models.
+pub(crate) fn gpt2(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> Config {
     Config {
         arch: Arch::Gpt2,
         vocab_size: vocab,
