@@ -41,6 +41,8 @@ Options:
                   gcc -Ofast -march=native -fopenmp -DOMP train_gpt2.c -lm -lgomp -o train_gpt2";
 
 const FAMILIES: [&str; 7] = ["gemm", "rows", "qgemm", "block", "train", "embed", "decode"];
+/// Width of the name column of the text table: the longest record name (`anvil/tiny-moe8x2-int8/decode_weights`) fits.
+const NAME_WIDTH: usize = 40;
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
@@ -176,7 +178,7 @@ impl Output {
         }
         if !self.header {
             println!(
-                "{:<28} {:>16} {:>7} {:>12} {:>8}",
+                "{:<NAME_WIDTH$} {:>16} {:>7} {:>12} {:>8}",
                 "name", "shape", "threads", "figure", "of peak"
             );
             self.header = true;
@@ -199,7 +201,7 @@ impl Output {
             "     -".to_string()
         };
         println!(
-            "{:<28} {:>16} {:>7} {:>8.1} {:<7} {share}",
+            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.1} {:<7} {share}",
             r.name, r.shape, r.threads, r.value, unit
         );
     }
