@@ -141,8 +141,23 @@ fn short_train_loss_falls_and_the_checkpoint_reloads() {
     let mut args = vec!["train", "--steps", "50", "--out", out, "--resume", ck];
     args.extend_from_slice(TINY);
     let r = anvil(&args);
-    assert!(r.status.success(), "{}", text(&r.stderr));
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("schedule over 40 steps is kept; steps 41..50 run at its final rate"),
+        "the resume does not say which schedule it keeps: {err}"
+    );
     assert_eq!(losses(&dir).len(), 50);
+    // Asking for a step the checkpoint has already passed is refused, naming both.
+    let mut args = vec!["train", "--steps", "30", "--out", out, "--resume", ck];
+    args.extend_from_slice(TINY);
+    let r = anvil(&args);
+    let err = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is already at step 50; --steps 30 leaves nothing to do"),
+        "{err}"
+    );
     let i = anvil(&["info", ck]);
     assert!(text(&i.stdout).contains("training checkpoint: step 50"));
 }

@@ -120,6 +120,42 @@ fn new_trainer(o: &RunConfig, vocab: usize) -> Result<Trainer, String> {
     Trainer::new(model, groups, tc).map_err(|e| e.to_string())
 }
 
+/// What a resumed run keeps from its checkpoint that this run's flags ask otherwise: the saved
+/// schedule and learning rates continue (so a resume is exact), and steps past the saved schedule's
+/// end run at its final rate. Empty when the flags agree with the checkpoint.
+fn resume_note(t: &Trainer, o: &RunConfig) -> String {
+    let sch = t.config.schedule;
+    let lr = t.opt.groups().next().map_or(o.lr, |g| g.lr);
+    let mut parts = Vec::new();
+    if sch.warmup != o.warmup.min(o.steps) || lr != o.lr {
+        parts.push(format!(
+            "its saved learning rate {lr} and warmup of {} steps are kept (flags asked {} and {})",
+            sch.warmup, o.lr, o.warmup
+        ));
+    }
+    if sch.total != o.steps {
+        let tail = if o.steps > sch.total {
+            format!(
+                "; steps {}..{} run at its final rate",
+                sch.total + 1,
+                o.steps
+            )
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "its {} schedule over {} steps is kept{tail}",
+            sch.decay.name(),
+            sch.total
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join("; "))
+    }
+}
+
 /// Per-expert share of the step's routing slots, averaged over the layers: `27/25/24/24%`.
 fn load_summary(s: &StepStats) -> String {
     let Some(first) = s.moe.first() else {
@@ -174,6 +210,18 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 ));
             }
             train.seek(pos).map_err(|e| e.to_string())?;
+            let done = t.step_count();
+            if done >= o.steps {
+                return Err(format!(
+                    "--resume: {} is already at step {done}; --steps {} leaves nothing to do (give the step to stop at, above {done})",
+                    p.display(),
+                    o.steps
+                ));
+            }
+            let note = resume_note(&t, &o);
+            if !note.is_empty() {
+                eprintln!("anvil train: resuming {} at step {done}{note}", p.display());
+            }
             t
         }
         None => new_trainer(&o, vocab)?,
