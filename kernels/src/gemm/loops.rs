@@ -29,6 +29,8 @@ pub(crate) struct Problem {
     pub rsb: usize,
     pub csb: usize,
     pub beta: f32,
+    /// Null, or `n` values added to every row of C after the product (see [`MicroKernel`]).
+    pub bias: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
 }
@@ -64,8 +66,26 @@ impl Problem {
             rsb: b.rs,
             csb: b.cs,
             beta,
+            bias: std::ptr::null(),
             c,
             ldc,
+        }
+    }
+
+    /// The problem with `bias` (`n` values) added to every row of C.
+    pub fn with_bias(self, bias: &[f32]) -> Self {
+        Problem {
+            bias: bias.as_ptr(),
+            ..self
+        }
+    }
+
+    /// The bias of columns `j0..` (null when there is none).
+    fn bias_at(&self, j0: usize) -> *const f32 {
+        if self.bias.is_null() {
+            self.bias
+        } else {
+            self.bias.wrapping_add(j0)
         }
     }
 
@@ -77,6 +97,7 @@ impl Problem {
             // Pointer arithmetic only; the offsets stay inside the checked spans.
             a: self.a.wrapping_add(i0 * self.rsa),
             b: self.b.wrapping_add(j0 * self.csb),
+            bias: self.bias_at(j0),
             c: self.c.wrapping_add(i0 * self.ldc + j0),
             ..*self
         }
@@ -94,7 +115,10 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
     }
     if p.k == 0 || p.alpha == 0.0 {
         // SAFETY: forwarded contract.
-        unsafe { scale_c(p) };
+        unsafe {
+            scale_c(p);
+            add_bias(p);
+        }
         return;
     }
     let threads = if parallel && p.m * p.n * p.k >= PAR_MIN_FMAS {
@@ -108,14 +132,18 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 use super::avx512::{V512, skinny_axpy, skinny_dot};
-                if !skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
+                if skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
+                    add_bias(p);
+                } else {
                     run::<super::avx512::Avx512>(p, threads)
                 }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 use super::avx2::{V256, skinny_axpy, skinny_dot};
-                if !skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
+                if skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
+                    add_bias(p);
+                } else {
                     run::<super::avx2::Avx2>(p, threads)
                 }
             }
@@ -160,6 +188,24 @@ unsafe fn scale_c(p: &Problem) {
         } else if p.beta != 1.0 {
             row.iter_mut().for_each(|v| *v *= p.beta);
         }
+    }
+}
+
+/// `C += bias` row by row, for the paths that do not fuse it (the skinny kernels, and `k == 0`):
+/// the same single rounding after `alpha * A B + beta * C` as the micro-kernels' epilogue.
+///
+/// # Safety
+/// As [`gemm`]; a non-null bias holds `n` values.
+unsafe fn add_bias(p: &Problem) {
+    if p.bias.is_null() {
+        return;
+    }
+    // SAFETY: a non-null bias holds n values (caller's contract).
+    let bias = unsafe { std::slice::from_raw_parts(p.bias, p.n) };
+    for i in 0..p.m {
+        // SAFETY: row i < m of C holds n elements (caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n) };
+        row.iter_mut().zip(bias).for_each(|(c, b)| *c += b);
     }
 }
 
@@ -315,7 +361,11 @@ unsafe fn pack_b_block<K: MicroKernel>(p: &Problem, blk: &Block, bpack: &mut [f3
 /// with it every element's arithmetic, is the serial one).
 unsafe fn shared_b<K: MicroKernel>(p: &Problem, threads: usize) {
     let bl = blocking(K::MR, K::NR);
-    let parts = ranges(p.m, threads, K::MR);
+    // Rows in chunks of about MC, a multiple of the thread count of them: rayon hands a slowed
+    // thread's chunks to the other (the cores are shared), while on an idle machine the split
+    // stays even.
+    let chunks = threads * p.m.div_ceil(bl.mc * threads);
+    let parts = ranges(p.m, chunks, K::MR);
     SHARED.with(|cell| {
         // While this thread waits in a fork-join below, rayon may run another GEMM on it: that
         // one finds the buffer taken and packs into a fresh one.
@@ -386,7 +436,13 @@ unsafe fn rows<K: MicroKernel>(
             // LOOP 1: the B micro-panels of the packed block.
             for jr in (0..blk.nc).step_by(K::NR) {
                 let bp = bpack[jr * kc..].as_ptr();
-                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ic + ir, jc + jr) is inside C, clipped to mr x nr.
+                // The bias joins once, with the first block of k (as if C had been prefilled).
+                let bias = if blk.pc == 0 {
+                    p.bias_at(blk.jc + jr)
+                } else {
+                    std::ptr::null()
+                };
+                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ic + ir, jc + jr) is inside C, clipped to mr x nr, and its bias (if any) holds nr values.
                 unsafe {
                     K::run(
                         kc,
@@ -394,6 +450,7 @@ unsafe fn rows<K: MicroKernel>(
                         ap,
                         bp,
                         blk.beta,
+                        bias,
                         p.c.add((ic + ir) * p.ldc + blk.jc + jr),
                         p.ldc,
                         K::MR.min(mc - ir),
