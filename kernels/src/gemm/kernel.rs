@@ -40,7 +40,8 @@ pub(crate) trait MicroKernel {
 pub(crate) struct Blocking {
     /// Depth of a packed panel: a `MR x KC` A micro-panel stays in L1 across LOOP 1.
     pub kc: usize,
-    /// Rows of a packed A block (it lives in the last-level cache; this bounds the buffer).
+    /// Rows of C in one chunk of the threaded loop nest (its A panels, MC x KC, fit in L2
+    /// beside the B block).
     pub mc: usize,
     /// Columns of a packed B block: `KC x NC` stays in L2 across LOOP 2.
     pub nc: usize,
