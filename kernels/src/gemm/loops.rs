@@ -415,9 +415,9 @@ unsafe fn pack_b_block<K: MicroKernel>(p: &Problem, blk: &Block, bpack: &mut [f3
     }
 }
 
-/// The threaded loop nest: per k block all threads pack A's panels; per (k, column) block they
-/// pack the B block's panels, then run LOOP 2..1 over chunks of rows (starts at multiples of MR,
-/// so the tile grid, and with it every element's arithmetic, is the serial one).
+/// The threaded loop nest: per (k, column) block all threads pack the B block's panels, then run
+/// LOOP 2..1 over chunks of rows (starts at multiples of MR, so the tile grid, and with it every
+/// element's arithmetic, is the serial one), packing the chunk's A panels once per k block.
 unsafe fn shared<K: MicroKernel>(p: &Problem, threads: usize) {
     let bl = blocking(K::MR, K::NR);
     SHARED.with(|cell| {
@@ -449,17 +449,6 @@ unsafe fn shared_band<K: MicroKernel>(
     let parts = ranges(p.m, chunks, K::MR);
     let (apack, bpack) = buffers::<K>(p, bl, abuf, bbuf);
     for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
-        if blk.jc == 0 {
-            let panel = K::MR * blk.kc;
-            apack[..p.m.div_ceil(K::MR) * panel]
-                .par_chunks_mut(panel)
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let i0 = i * K::MR;
-                    // SAFETY: this panel's rows lie inside the band, inside A; `out` is their panel.
-                    unsafe { pack_a_rows::<K>(p, &blk, i0, K::MR.min(p.m - i0), out) };
-                });
-        }
         let panel = K::NR * blk.kc;
         bpack[..blk.nc.div_ceil(K::NR) * panel]
             .par_chunks_mut(panel)
@@ -473,16 +462,32 @@ unsafe fn shared_band<K: MicroKernel>(
                 // SAFETY: this panel's columns lie inside the block, inside B.
                 unsafe { pack_b_block::<K>(p, &one, out) };
             });
-        let (apack, bpack) = (&*apack, &*bpack);
-        parts.par_iter().for_each(|&(i0, mi)| {
-            // SAFETY: disjoint row ranges of the checked problem.
-            unsafe { rows::<K>(p, &blk, apack, bpack, i0, mi) }
-        });
+        let bpack = &*bpack;
+        // Each chunk's A panels, cut from the packed A; the first column block of each k block
+        // packs them (inside the same fork-join as its compute: no extra barrier), the others
+        // read them, whichever thread packed them.
+        let mut rest = &mut apack[..];
+        let mut mine = Vec::with_capacity(parts.len());
+        for &(_, mi) in &parts {
+            let (head, tail) = rest.split_at_mut(mi.div_ceil(K::MR) * K::MR * blk.kc);
+            mine.push(head);
+            rest = tail;
+        }
+        mine.into_par_iter()
+            .zip(parts.par_iter())
+            .for_each(|(apanels, &(i0, mi))| {
+                if blk.jc == 0 {
+                    // SAFETY: the chunk's rows lie inside the band, inside A; apanels holds their panels.
+                    unsafe { pack_a_rows::<K>(p, &blk, i0, mi, apanels) };
+                }
+                // SAFETY: disjoint row ranges of the checked problem.
+                unsafe { rows::<K>(p, &blk, apanels, bpack, i0, mi) }
+            });
     });
 }
 
 /// LOOP 2..1 for rows `i0..i0 + m` (`i0` a multiple of MR) of C against the packed A panels of
-/// those rows and the packed B block of `blk`.
+/// those rows (`apack`, from row `i0`) and the packed B block of `blk`.
 unsafe fn rows<K: MicroKernel>(
     p: &Problem,
     blk: &Block,
@@ -494,7 +499,7 @@ unsafe fn rows<K: MicroKernel>(
     let kc = blk.kc;
     // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
     for ir in (i0..i0 + m).step_by(K::MR) {
-        let ap = apack[ir * kc..].as_ptr();
+        let ap = apack[(ir - i0) * kc..].as_ptr();
         // LOOP 1: the B micro-panels of the packed block.
         for jr in (0..blk.nc).step_by(K::NR) {
             let bp = bpack[jr * kc..].as_ptr();
