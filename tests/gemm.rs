@@ -1,6 +1,6 @@
 //! GEMM against the scalar reference on every tier: all small shapes, random larger ones, every
 //! transpose combination, alpha/beta specials, wide leading dimensions with NaN sentinels in the
-//! padding, batched GEMM, thread-count determinism, and shape errors.
+//! padding, the bias epilogue, batched GEMM, thread-count determinism, and shape errors.
 
 use anvil::kernels::gemm::reference;
 use anvil::kernels::{KernelError, Kernels, MatMut, MatRef};
@@ -43,6 +43,11 @@ struct Case {
 /// Runs one case on `kern` and on the reference; checks every element within tolerance and that
 /// the NaN sentinels in C's padding survive.
 fn check(kern: &Kernels, c: &Case, seed: u64) {
+    check_with(kern, c, seed, false);
+}
+
+/// As [`check`]; with `bias`, through `sgemm_bias` against the reference plus the bias.
+fn check_with(kern: &Kernels, c: &Case, seed: u64, with_bias: bool) {
     let (m, n, k, pad) = (c.m, c.n, c.k, c.pad);
     // Stored shapes: A is (m, k) or, transposed, (k, m); likewise B.
     let (ar, ac) = if c.ta { (k, m) } else { (m, k) };
@@ -64,16 +69,36 @@ fn check(kern: &Kernels, c: &Case, seed: u64) {
     }
     let mut got = c0.clone();
     let mut want = c0.clone();
-    kern.sgemm(c.alpha, av, bv, c.beta, MatMut::new(&mut got, m, n, ldc))
+    let bias = fill(n, seed ^ 0xb1a5);
+    if with_bias {
+        kern.sgemm_bias(
+            c.alpha,
+            av,
+            bv,
+            c.beta,
+            &bias,
+            MatMut::new(&mut got, m, n, ldc),
+        )
         .unwrap();
+    } else {
+        kern.sgemm(c.alpha, av, bv, c.beta, MatMut::new(&mut got, m, n, ldc))
+            .unwrap();
+    }
     reference::sgemm(c.alpha, av, bv, c.beta, MatMut::new(&mut want, m, n, ldc)).unwrap();
+    if with_bias {
+        for row in want.chunks_mut(ldc) {
+            row.iter_mut().zip(&bias).for_each(|(w, b)| *w += b);
+        }
+    }
     for i in 0..m {
         for j in 0..n {
-            let mag = c.alpha.abs() * k as f32 + c.beta.abs() * c0[i * ldc + j].abs();
+            let mag = c.alpha.abs() * k as f32
+                + c.beta.abs() * c0[i * ldc + j].abs()
+                + if with_bias { bias[j].abs() } else { 0.0 };
             let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
             assert!(
                 (g - w).abs() <= tolerance(k, mag),
-                "{:?} m{m} n{n} k{k} ta{} tb{} alpha{} beta{} pad{pad}: C[{i},{j}] = {g}, reference {w}",
+                "{:?} m{m} n{n} k{k} ta{} tb{} alpha{} beta{} pad{pad} bias {with_bias}: C[{i},{j}] = {g}, reference {w}",
                 kern.isa(),
                 c.ta,
                 c.tb,
@@ -178,6 +203,69 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The bias epilogue on every tier: edge tiles (m, n off the MR, NR grid), k past KC (the
+    /// bias joins only the first k block), the skinny path (m <= 4), alpha and beta specials.
+    #[test]
+    fn bias_epilogue_random_shapes(m in 1usize..140, n in 1usize..140, k in 0usize..500,
+                                   ta: bool, tb: bool, pad in 0usize..3, seed: u64,
+                                   alpha in prop::sample::select(vec![0.0f32, 1.0, -0.5]),
+                                   beta in prop::sample::select(vec![0.0f32, 1.0, 2.0])) {
+        for kern in Kernels::available().unwrap() {
+            check_with(&kern, &Case { m, n, k, ta, tb, alpha, beta, pad }, seed, true);
+        }
+    }
+}
+
+/// With `beta == 0`, `sgemm_bias` is bit-identical to prefilling C with the bias and running
+/// `sgemm` with `beta == 1` (the two-pass form callers used), on every tier and path: skinny
+/// (m <= 4), packed with edge tiles, several k blocks and NC blocks, k == 0, and two threads.
+#[test]
+fn bias_epilogue_equals_prefilled_c() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for kern in Kernels::available().unwrap() {
+        for (m, n, k, tb) in [
+            (1, 300, 70, true),
+            (3, 77, 40, false),
+            (13, 50, 9, false),
+            (9, 47, 900, true),
+            (130, 900, 850, true),
+            (70, 1700, 100, false),
+            (6, 20, 0, false),
+        ] {
+            let a = fill(m * k, 21);
+            let b = fill(k * n, 22);
+            let bias = fill(n, 23);
+            let bv = if tb {
+                MatRef::new(&b, n, k, k).t()
+            } else {
+                MatRef::new(&b, k, n, n)
+            };
+            let av = MatRef::new(&a, m, k, k);
+            let mut fused = vec![f32::NAN; m * n];
+            let mut two_pass: Vec<f32> = bias.iter().copied().cycle().take(m * n).collect();
+            pool.install(|| {
+                kern.sgemm_bias(0.5, av, bv, 0.0, &bias, MatMut::new(&mut fused, m, n, n))
+                    .unwrap();
+                kern.sgemm(0.5, av, bv, 1.0, MatMut::new(&mut two_pass, m, n, n))
+                    .unwrap();
+            });
+            assert!(
+                fused
+                    .iter()
+                    .zip(&two_pass)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{:?} {m}x{n}x{k}: fused bias differs from the prefilled C",
+                kern.isa()
+            );
+        }
+    }
+}
+
 #[test]
 fn large_shapes_cross_block_boundaries() {
     // k past KC, m past MC, n past NC on every tier: the blocked loops' seams (the last with A
@@ -208,7 +296,8 @@ fn large_shapes_cross_block_boundaries() {
     }
 }
 
-/// The same product on a 1-thread and a 2-thread pool, bit for bit.
+/// The same product on 1-, 2- and 3-thread pools, bit for bit (tall shapes cut their rows into
+/// several chunks per thread; one reads A transposed, as `dW = dY^T X` does).
 #[test]
 fn bit_identical_across_thread_counts() {
     let pool = |t| {
@@ -218,11 +307,13 @@ fn bit_identical_across_thread_counts() {
             .unwrap()
     };
     for kern in Kernels::available().unwrap() {
-        for (m, n, k, tb) in [
-            (256, 768, 300, false),
-            (97, 515, 333, true),
-            (1, 3072, 768, true),
-            (4, 3072, 768, false),
+        for (m, n, k, ta, tb) in [
+            (256, 768, 300, false, false),
+            (97, 515, 333, false, true),
+            (1, 3072, 768, false, true),
+            (4, 3072, 768, false, false),
+            (1030, 130, 400, false, false),
+            (700, 300, 500, true, false),
         ] {
             let a = fill(m * k, 11);
             let b = fill(k * n, 12);
@@ -233,26 +324,28 @@ fn bit_identical_across_thread_counts() {
                 } else {
                     MatRef::new(&b, k, n, n)
                 };
+                let av = if ta {
+                    MatRef::new(&a, k, m, m).t()
+                } else {
+                    MatRef::new(&a, m, k, k)
+                };
                 pool(threads).install(|| {
-                    kern.sgemm(
-                        1.0,
-                        MatRef::new(&a, m, k, k),
-                        bv,
-                        1.0,
-                        MatMut::new(&mut c, m, n, n),
-                    )
-                    .unwrap()
+                    kern.sgemm(1.0, av, bv, 1.0, MatMut::new(&mut c, m, n, n))
+                        .unwrap()
                 });
                 c
             };
-            let (one, two) = (run(1), run(2));
-            assert!(
-                one.iter()
-                    .zip(&two)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{:?} {m}x{n}x{k}: 1 and 2 threads differ",
-                kern.isa()
-            );
+            let one = run(1);
+            for threads in [2, 3] {
+                let many = run(threads);
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{:?} {m}x{n}x{k}: 1 and {threads} threads differ",
+                    kern.isa()
+                );
+            }
         }
     }
 }
@@ -346,6 +439,16 @@ fn shape_and_length_errors() {
         MatRef::new(&a, 2, 3, usize::MAX),
         MatRef::new(&b, 3, 2, 2),
         0.0,
+        MatMut::new(&mut c, 2, 2, 2),
+    );
+    assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
+    // A bias that does not match C's columns.
+    let e = kern.sgemm_bias(
+        1.0,
+        MatRef::new(&a, 2, 3, 3),
+        MatRef::new(&b, 3, 2, 2),
+        0.0,
+        &[0.0; 3],
         MatMut::new(&mut c, 2, 2, 2),
     );
     assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");

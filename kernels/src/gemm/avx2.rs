@@ -18,13 +18,14 @@ impl MicroKernel for Avx2 {
         a: *const f32,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         mr: usize,
         nr: usize,
     ) {
         // SAFETY: forwarded trait contract (which includes AVX2 and FMA on this CPU).
-        unsafe { kernel(kc, alpha, a, b, beta, c, ldc, mr, nr) }
+        unsafe { kernel(kc, alpha, a, b, beta, bias, c, ldc, mr, nr) }
     }
 }
 
@@ -46,6 +47,7 @@ unsafe fn kernel(
     a: *const f32,
     b: *const f32,
     beta: f32,
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     mr: usize,
@@ -69,6 +71,17 @@ unsafe fn kernel(
     }
     let (m0, m1) = (mask8(nr), mask8(nr.saturating_sub(8)));
     let (va, vb) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+    let (bias0, bias1) = if bias.is_null() {
+        (_mm256_setzero_ps(), _mm256_setzero_ps())
+    } else {
+        // SAFETY: a non-null bias holds nr values; the masks keep the loads to them.
+        unsafe {
+            (
+                _mm256_maskload_ps(bias, m0),
+                _mm256_maskload_ps(bias.wrapping_add(8), m1),
+            )
+        }
+    };
     for (i, row) in acc.iter().enumerate().take(mr) {
         // SAFETY: row i < mr of the C block; the masks keep loads and stores to its first nr columns.
         unsafe {
@@ -78,6 +91,10 @@ unsafe fn kernel(
             if beta != 0.0 {
                 r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, m0), r0);
                 r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci.add(8), m1), r1);
+            }
+            if !bias.is_null() {
+                r0 = _mm256_add_ps(r0, bias0);
+                r1 = _mm256_add_ps(r1, bias1);
             }
             _mm256_maskstore_ps(ci, m0, r0);
             _mm256_maskstore_ps(ci.add(8), m1, r1);

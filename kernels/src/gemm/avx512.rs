@@ -25,13 +25,14 @@ impl MicroKernel for Avx512 {
         a: *const f32,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         mr: usize,
         nr: usize,
     ) {
         // SAFETY: forwarded trait contract (which includes AVX-512 F on this CPU).
-        unsafe { kernel::<MR, NV>(kc, alpha, a, b, beta, c, ldc, mr, nr) }
+        unsafe { kernel::<MR, NV>(kc, alpha, a, b, beta, bias, c, ldc, mr, nr) }
     }
 }
 
@@ -44,6 +45,7 @@ unsafe fn kernel<const R: usize, const V: usize>(
     a: *const f32,
     b: *const f32,
     beta: f32,
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     mr: usize,
@@ -96,6 +98,14 @@ unsafe fn kernel<const R: usize, const V: usize>(
     }
     let masks: [__mmask16; V] = std::array::from_fn(|v| mask16(nr.saturating_sub(16 * v)));
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    let bias_v: [__m512; V] = std::array::from_fn(|v| {
+        if bias.is_null() {
+            _mm512_setzero_ps()
+        } else {
+            // SAFETY: a non-null bias holds nr values; the mask keeps the load to them.
+            unsafe { _mm512_maskz_loadu_ps(masks[v], bias.wrapping_add(16 * v)) }
+        }
+    });
     for (i, row) in acc.iter().enumerate().take(mr) {
         for v in 0..V {
             // SAFETY: row i < mr of the C block; the mask keeps loads and stores to its first nr columns.
@@ -104,6 +114,9 @@ unsafe fn kernel<const R: usize, const V: usize>(
                 let mut r = _mm512_mul_ps(va, row[v]);
                 if beta != 0.0 {
                     r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(masks[v], cv), r);
+                }
+                if !bias.is_null() {
+                    r = _mm512_add_ps(r, bias_v[v]);
                 }
                 _mm512_mask_storeu_ps(cv, masks[v], r);
             }

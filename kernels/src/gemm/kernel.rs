@@ -8,15 +8,17 @@ use std::sync::OnceLock;
 /// matrix edge. `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
 /// The kernel computes `acc = sum_p a[., p] b[p, .]` in k order and writes
 /// `c[i, j] = alpha * acc[i, j] + beta * c[i, j]` for `i < mr`, `j < nr`, reading nothing of C when
-/// `beta == 0`. Each element's arithmetic is the same whatever `mr` and `nr` are, so edge tiles
+/// `beta == 0`; then, when `bias` is not null, adds `bias[j]` (a separate rounding, so with
+/// `beta == 0` the result is bit-identical to C prefilled with the bias and `beta == 1`).
+/// Each element's arithmetic is the same whatever `mr` and `nr` are, so edge tiles
 /// round exactly as full ones.
 pub(crate) trait MicroKernel {
     const MR: usize;
     const NR: usize;
 
     /// # Safety
-    /// `a` holds `kc * MR` values, `b` holds `kc * NR`, and `c` points at an `mr x nr` block
-    /// (rows `ldc` apart) valid for reads and writes, with `mr <= MR`, `nr <= NR`; the CPU has
+    /// `a` holds `kc * MR` values, `b` holds `kc * NR`, `bias` is null or holds `nr` values, and
+    /// `c` points at an `mr x nr` block (rows `ldc` apart) valid for reads and writes, with `mr <= MR`, `nr <= NR`; the CPU has
     /// the kernel's instruction set.
     #[allow(clippy::too_many_arguments)]
     unsafe fn run(
@@ -25,6 +27,7 @@ pub(crate) trait MicroKernel {
         a: *const f32,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -37,7 +40,8 @@ pub(crate) trait MicroKernel {
 pub(crate) struct Blocking {
     /// Depth of a packed panel: a `MR x KC` A micro-panel stays in L1 across LOOP 1.
     pub kc: usize,
-    /// Rows of a packed A block (it lives in the last-level cache; this bounds the buffer).
+    /// Rows of C in one chunk of the threaded loop nest (its A panels, MC x KC, fit in L2
+    /// beside the B block).
     pub mc: usize,
     /// Columns of a packed B block: `KC x NC` stays in L2 across LOOP 2.
     pub nc: usize,

@@ -29,6 +29,8 @@ pub(crate) struct Problem {
     pub rsb: usize,
     pub csb: usize,
     pub beta: f32,
+    /// Null, or `n` values added to every row of C after the product (see [`MicroKernel`]).
+    pub bias: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
 }
@@ -64,8 +66,26 @@ impl Problem {
             rsb: b.rs,
             csb: b.cs,
             beta,
+            bias: std::ptr::null(),
             c,
             ldc,
+        }
+    }
+
+    /// The problem with `bias` (`n` values) added to every row of C.
+    pub fn with_bias(self, bias: &[f32]) -> Self {
+        Problem {
+            bias: bias.as_ptr(),
+            ..self
+        }
+    }
+
+    /// The bias of columns `j0..` (null when there is none).
+    fn bias_at(&self, j0: usize) -> *const f32 {
+        if self.bias.is_null() {
+            self.bias
+        } else {
+            self.bias.wrapping_add(j0)
         }
     }
 
@@ -77,6 +97,7 @@ impl Problem {
             // Pointer arithmetic only; the offsets stay inside the checked spans.
             a: self.a.wrapping_add(i0 * self.rsa),
             b: self.b.wrapping_add(j0 * self.csb),
+            bias: self.bias_at(j0),
             c: self.c.wrapping_add(i0 * self.ldc + j0),
             ..*self
         }
@@ -94,7 +115,10 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
     }
     if p.k == 0 || p.alpha == 0.0 {
         // SAFETY: forwarded contract.
-        unsafe { scale_c(p) };
+        unsafe {
+            scale_c(p);
+            add_bias(p);
+        }
         return;
     }
     let threads = if parallel && p.m * p.n * p.k >= PAR_MIN_FMAS {
@@ -108,14 +132,18 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 use super::avx512::{V512, skinny_axpy, skinny_dot};
-                if !skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
+                if skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
+                    add_bias(p);
+                } else {
                     run::<super::avx512::Avx512>(p, threads)
                 }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 use super::avx2::{V256, skinny_axpy, skinny_dot};
-                if !skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
+                if skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
+                    add_bias(p);
+                } else {
                     run::<super::avx2::Avx2>(p, threads)
                 }
             }
@@ -163,6 +191,24 @@ unsafe fn scale_c(p: &Problem) {
     }
 }
 
+/// `C += bias` row by row, for the paths that do not fuse it (the skinny kernels, and `k == 0`):
+/// the same single rounding after `alpha * A B + beta * C` as the micro-kernels' epilogue.
+///
+/// # Safety
+/// As [`gemm`]; a non-null bias holds `n` values.
+unsafe fn add_bias(p: &Problem) {
+    if p.bias.is_null() {
+        return;
+    }
+    // SAFETY: a non-null bias holds n values (caller's contract).
+    let bias = unsafe { std::slice::from_raw_parts(p.bias, p.n) };
+    for i in 0..p.m {
+        // SAFETY: row i < m of C holds n elements (caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n) };
+        row.iter_mut().zip(bias).for_each(|(c, b)| *c += b);
+    }
+}
+
 /// How to cut C into `threads` rectangles: `(row parts, column parts)`, chosen to pack the least
 /// (each row part packs its rows of A once per column part, and vice versa) while giving every
 /// thread at least one micro-tile.
@@ -199,10 +245,9 @@ fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
 
 /// Packed GEMM with kernel `K` on `threads` threads.
 ///
-/// Tall problems share each packed B block between the threads (packed by all of them, then
-/// read by all): each thread takes a range of rows and packs only its own rows of A, so nothing is
-/// packed twice. Problems with too few rows for that get rectangles of C instead, each packing
-/// its own operands.
+/// Tall problems share each packed block of A and of B between the threads (each packed once,
+/// by all of them, then read by all) and cut the rows of C into chunks. Problems with too few
+/// rows for that get rectangles of C instead, each packing its own operands.
 unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
     if threads <= 1 {
         // SAFETY: forwarded contract.
@@ -210,7 +255,7 @@ unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
     }
     if p.m >= threads * 4 * K::MR {
         // SAFETY: forwarded contract.
-        return unsafe { shared_b::<K>(p, threads) };
+        return unsafe { shared::<K>(p, threads) };
     }
     let (tm, tn) = split(p.m, p.n, p.k, threads, K::MR, K::NR);
     let mut parts = Vec::with_capacity(tm * tn);
@@ -224,11 +269,14 @@ unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
 }
 
 thread_local! {
-    /// Packing buffers, kept per thread and reused: a fresh large buffer costs page faults.
+    /// Packing buffers (A, B), kept per thread and reused: a fresh large buffer costs page faults.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The B block that [`shared_b`] packs for all threads, kept by the calling thread.
-    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The A and B blocks that [`shared`] packs for all threads, kept by the calling thread.
+    static SHARED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
+
+/// At most this many packed A values (8 MiB) are kept: taller problems run as bands of rows.
+const A_PACK_MAX: usize = 1 << 21;
 
 /// A 64-byte-aligned window of `len` values inside `buf`, growing it if needed.
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -239,7 +287,7 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[off..off + len]
 }
 
-/// One (jc, pc) block of the loop nest: the B block is packed in `bpack`.
+/// One (pc, jc) block of the loop nest: the B block is packed in `bpack`.
 #[derive(Clone, Copy)]
 struct Block {
     jc: usize,
@@ -249,40 +297,75 @@ struct Block {
     beta: f32,
 }
 
+/// Bands of rows of at most `A_PACK_MAX` packed values of A each (a multiple of MR rows, so the
+/// tile grid is the whole problem's), for `f` to run one after another.
+unsafe fn bands<K: MicroKernel>(p: &Problem, mut f: impl FnMut(&Problem)) {
+    let kc = balanced(p.k, blocking(K::MR, K::NR).kc, 8);
+    let band = (A_PACK_MAX / kc / K::MR).max(1) * K::MR;
+    for i0 in (0..p.m).step_by(band) {
+        f(&p.sub(i0, band.min(p.m - i0), 0, p.n));
+    }
+}
+
 /// The single-threaded loop nest.
 unsafe fn serial<K: MicroKernel>(p: &Problem) {
     let bl = blocking(K::MR, K::NR);
     PACK.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (abuf, bbuf) = &mut *guard;
-        let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
-        let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
-        for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
-            // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
-            unsafe { pack_b_block::<K>(p, &blk, bpack) };
-            // SAFETY: every row of the checked problem.
-            unsafe { rows::<K>(p, &blk, bpack, abuf, 0, p.m) };
-        });
+        // SAFETY: each band is a problem inside the checked one.
+        unsafe {
+            bands::<K>(p, |p| {
+                let (apack, bpack) = buffers::<K>(p, &bl, abuf, bbuf);
+                for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
+                    if blk.jc == 0 {
+                        // SAFETY: every row of the band, inside A; apack holds their panels.
+                        pack_a_rows::<K>(p, &blk, 0, p.m, apack);
+                    }
+                    // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
+                    pack_b_block::<K>(p, &blk, bpack);
+                    // SAFETY: every row of the band.
+                    rows::<K>(p, &blk, apack, bpack, 0, p.m);
+                });
+            })
+        }
     });
+}
+
+/// Windows of `abuf` and `bbuf` for the packed A (all of `p`'s rows by one k block) and the
+/// packed B block.
+fn buffers<'b, K: MicroKernel>(
+    p: &Problem,
+    bl: &super::kernel::Blocking,
+    abuf: &'b mut Vec<f32>,
+    bbuf: &'b mut Vec<f32>,
+) -> (&'b mut [f32], &'b mut [f32]) {
+    let kc_max = bl.kc.min(p.k);
+    let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
+    (
+        aligned(abuf, p.m.div_ceil(K::MR) * K::MR * kc_max),
+        aligned(bbuf, nc_max * kc_max),
+    )
 }
 
 /// `len` cut into as few blocks of at most `max` as possible, of equal size rounded up to a
 /// multiple of `unit`: 1024 rows of k under a 384 limit become 344 + 344 + 336, not
-/// 384 + 384 + 256, and 768 columns under a 672 limit one block of 384 twice, not 672 + 96 (a
-/// thin last block repacks all of A for little work).
+/// 384 + 384 + 256, and 768 columns under a 672 limit one block of 384 twice, not 672 + 96.
 fn balanced(len: usize, max: usize, unit: usize) -> usize {
     let blocks = len.div_ceil(max.max(1)).max(1);
     (len.div_ceil(blocks).div_ceil(unit) * unit).clamp(unit, max.max(unit))
 }
 
-/// LOOP 5 and LOOP 4: columns of C in blocks of at most `nc_max`, the shared dimension in blocks
-/// of at most `kc_max` (later blocks accumulate into C). Both block sizes depend only on the
-/// problem's sizes, never on the thread count.
+/// LOOP 5 and LOOP 4: the shared dimension in blocks of at most `kc_max` (later blocks
+/// accumulate into C), and within each, columns of C in blocks of at most `nc_max`. The k blocks
+/// come outermost so that A is packed once per k block, not once per (k, column) block; each
+/// element still sees its k blocks in order. Both block sizes depend only on the problem's
+/// sizes, never on the thread count.
 fn for_blocks(p: &Problem, nc_max: usize, kc_max: usize, nr: usize, mut f: impl FnMut(Block)) {
     let nc_blk = balanced(p.n, nc_max, nr);
     let kc_blk = balanced(p.k, kc_max, 8);
-    for jc in (0..p.n).step_by(nc_blk) {
-        for pc in (0..p.k).step_by(kc_blk) {
+    for pc in (0..p.k).step_by(kc_blk) {
+        for jc in (0..p.n).step_by(nc_blk) {
             f(Block {
                 jc,
                 nc: nc_blk.min(p.n - jc),
@@ -291,6 +374,28 @@ fn for_blocks(p: &Problem, nc_max: usize, kc_max: usize, nr: usize, mut f: impl 
                 beta: if pc == 0 { p.beta } else { 1.0 },
             });
         }
+    }
+}
+
+/// Packs rows `i0..i0 + m` of the k block of `blk` into panels at the start of `dst`.
+unsafe fn pack_a_rows<K: MicroKernel>(
+    p: &Problem,
+    blk: &Block,
+    i0: usize,
+    m: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the rows lie inside A (caller's contract); dst holds their panels.
+    unsafe {
+        pack_a(
+            K::MR,
+            m,
+            blk.kc,
+            p.a.add(i0 * p.rsa + blk.pc * p.csa),
+            p.rsa,
+            p.csa,
+            dst,
+        )
     }
 }
 
@@ -310,97 +415,115 @@ unsafe fn pack_b_block<K: MicroKernel>(p: &Problem, blk: &Block, bpack: &mut [f3
     }
 }
 
-/// The threaded loop nest: per (jc, pc) block, all threads pack the B block's panels, then each
-/// thread runs LOOP 3..1 over its range of rows (starts at multiples of MR, so the tile grid, and
-/// with it every element's arithmetic, is the serial one).
-unsafe fn shared_b<K: MicroKernel>(p: &Problem, threads: usize) {
+/// The threaded loop nest: per (k, column) block all threads pack the B block's panels, then run
+/// LOOP 2..1 over chunks of rows (starts at multiples of MR, so the tile grid, and with it every
+/// element's arithmetic, is the serial one), packing the chunk's A panels once per k block.
+unsafe fn shared<K: MicroKernel>(p: &Problem, threads: usize) {
     let bl = blocking(K::MR, K::NR);
-    let parts = ranges(p.m, threads, K::MR);
     SHARED.with(|cell| {
         // While this thread waits in a fork-join below, rayon may run another GEMM on it: that
-        // one finds the buffer taken and packs into a fresh one.
-        let mut spare = Vec::new();
+        // one finds the buffers taken and packs into fresh ones.
+        let mut spare = (Vec::new(), Vec::new());
         let mut guard = cell.try_borrow_mut();
-        let bbuf = match guard.as_deref_mut() {
+        let (abuf, bbuf) = match guard.as_deref_mut() {
             Ok(b) => b,
             Err(_) => &mut spare,
         };
-        let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
-        let bpack = aligned(bbuf, nc_max * bl.kc.min(p.k));
-        for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
-            let panel = K::NR * blk.kc;
-            bpack[..blk.nc.div_ceil(K::NR) * panel]
-                .par_chunks_mut(panel)
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let one = Block {
-                        jc: blk.jc + i * K::NR,
-                        nc: K::NR.min(blk.nc - i * K::NR),
-                        ..blk
-                    };
-                    // SAFETY: this panel's columns lie inside the block, inside B.
-                    unsafe { pack_b_block::<K>(p, &one, out) };
-                });
-            let bpack = &*bpack;
-            parts.par_iter().for_each(|&(i0, mi)| {
-                PACK.with(|c| {
-                    // SAFETY: disjoint row ranges of the checked problem.
-                    unsafe { rows::<K>(p, &blk, bpack, &mut c.borrow_mut().0, i0, mi) }
-                })
-            });
-        });
+        // SAFETY: each band is a problem inside the checked one.
+        unsafe { bands::<K>(p, |p| shared_band::<K>(p, threads, &bl, abuf, bbuf)) }
     });
 }
 
-/// LOOP 3..1 for rows `i0..i0 + m` of C against the packed B block of `blk`, packing A into
-/// `abuf`.
+/// [`shared`] on one band of rows.
+unsafe fn shared_band<K: MicroKernel>(
+    p: &Problem,
+    threads: usize,
+    bl: &super::kernel::Blocking,
+    abuf: &mut Vec<f32>,
+    bbuf: &mut Vec<f32>,
+) {
+    // Rows in chunks of about MC, a multiple of the thread count of them: rayon hands a slowed
+    // thread's chunks to the other (the cores are shared), while on an idle machine the split
+    // stays even.
+    let chunks = threads * p.m.div_ceil(bl.mc * threads);
+    let parts = ranges(p.m, chunks, K::MR);
+    let (apack, bpack) = buffers::<K>(p, bl, abuf, bbuf);
+    for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
+        let panel = K::NR * blk.kc;
+        bpack[..blk.nc.div_ceil(K::NR) * panel]
+            .par_chunks_mut(panel)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let one = Block {
+                    jc: blk.jc + i * K::NR,
+                    nc: K::NR.min(blk.nc - i * K::NR),
+                    ..blk
+                };
+                // SAFETY: this panel's columns lie inside the block, inside B.
+                unsafe { pack_b_block::<K>(p, &one, out) };
+            });
+        let bpack = &*bpack;
+        // Each chunk's A panels, cut from the packed A; the first column block of each k block
+        // packs them (inside the same fork-join as its compute: no extra barrier), the others
+        // read them, whichever thread packed them.
+        let mut rest = &mut apack[..];
+        let mut mine = Vec::with_capacity(parts.len());
+        for &(_, mi) in &parts {
+            let (head, tail) = rest.split_at_mut(mi.div_ceil(K::MR) * K::MR * blk.kc);
+            mine.push(head);
+            rest = tail;
+        }
+        mine.into_par_iter()
+            .zip(parts.par_iter())
+            .for_each(|(apanels, &(i0, mi))| {
+                if blk.jc == 0 {
+                    // SAFETY: the chunk's rows lie inside the band, inside A; apanels holds their panels.
+                    unsafe { pack_a_rows::<K>(p, &blk, i0, mi, apanels) };
+                }
+                // SAFETY: disjoint row ranges of the checked problem.
+                unsafe { rows::<K>(p, &blk, apanels, bpack, i0, mi) }
+            });
+    });
+}
+
+/// LOOP 2..1 for rows `i0..i0 + m` (`i0` a multiple of MR) of C against the packed A panels of
+/// those rows (`apack`, from row `i0`) and the packed B block of `blk`.
 unsafe fn rows<K: MicroKernel>(
     p: &Problem,
     blk: &Block,
+    apack: &[f32],
     bpack: &[f32],
-    abuf: &mut Vec<f32>,
     i0: usize,
     m: usize,
 ) {
-    let bl = blocking(K::MR, K::NR);
     let kc = blk.kc;
-    let apack = aligned(abuf, bl.mc.min(m.div_ceil(K::MR) * K::MR) * kc);
-    // LOOP 3: rows of C in blocks of MC.
-    for ic in (i0..i0 + m).step_by(bl.mc) {
-        let mc = bl.mc.min(i0 + m - ic);
-        // SAFETY: the block lies inside A; apack holds its panels.
-        unsafe {
-            pack_a(
-                K::MR,
-                mc,
-                kc,
-                p.a.add(ic * p.rsa + blk.pc * p.csa),
-                p.rsa,
-                p.csa,
-                apack,
-            )
-        };
-        // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
-        for ir in (0..mc).step_by(K::MR) {
-            let ap = apack[ir * kc..].as_ptr();
-            // LOOP 1: the B micro-panels of the packed block.
-            for jr in (0..blk.nc).step_by(K::NR) {
-                let bp = bpack[jr * kc..].as_ptr();
-                // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ic + ir, jc + jr) is inside C, clipped to mr x nr.
-                unsafe {
-                    K::run(
-                        kc,
-                        p.alpha,
-                        ap,
-                        bp,
-                        blk.beta,
-                        p.c.add((ic + ir) * p.ldc + blk.jc + jr),
-                        p.ldc,
-                        K::MR.min(mc - ir),
-                        K::NR.min(blk.nc - jr),
-                    )
-                };
-            }
+    // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
+    for ir in (i0..i0 + m).step_by(K::MR) {
+        let ap = apack[(ir - i0) * kc..].as_ptr();
+        // LOOP 1: the B micro-panels of the packed block.
+        for jr in (0..blk.nc).step_by(K::NR) {
+            let bp = bpack[jr * kc..].as_ptr();
+            // The bias joins once, with the first block of k (as if C had been prefilled).
+            let bias = if blk.pc == 0 {
+                p.bias_at(blk.jc + jr)
+            } else {
+                std::ptr::null()
+            };
+            // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ir, jc + jr) is inside C, clipped to mr x nr, and its bias (if any) holds nr values.
+            unsafe {
+                K::run(
+                    kc,
+                    p.alpha,
+                    ap,
+                    bp,
+                    blk.beta,
+                    bias,
+                    p.c.add(ir * p.ldc + blk.jc + jr),
+                    p.ldc,
+                    K::MR.min(i0 + m - ir),
+                    K::NR.min(blk.nc - jr),
+                )
+            };
         }
     }
 }

@@ -197,6 +197,36 @@ impl Kernels {
         Ok(())
     }
 
+    /// `c = alpha * a * b + beta * c + bias`, the bias (`n` values) added to every row of C: a
+    /// Linear layer's forward without a separate pass to prefill C. The bias is added after the
+    /// product, in its own rounding, so with `beta == 0` the result is bit-identical to
+    /// [`Kernels::sgemm`] on C prefilled with the bias and `beta == 1`.
+    ///
+    /// # Errors
+    /// As [`Kernels::sgemm`], and [`KernelError::BadShape`] when `bias` does not hold `n` values.
+    pub fn sgemm_bias(
+        &self,
+        alpha: f32,
+        a: MatRef,
+        b: MatRef,
+        beta: f32,
+        bias: &[f32],
+        c: MatMut,
+    ) -> Result<()> {
+        let (m, n, k) = check("sgemm_bias", &a, &b, &c, 1, [0; 3])?;
+        if bias.len() != n {
+            return Err(KernelError::BadShape {
+                op: "sgemm_bias",
+                detail: format!("bias holds {} values, C has {n} columns", bias.len()),
+            });
+        }
+        let p = loops::Problem::new(m, n, k, alpha, &a, &b, beta, c.data.as_mut_ptr(), c.ld)
+            .with_bias(bias);
+        // SAFETY: as in `sgemm`, and the bias holds n values.
+        unsafe { loops::gemm(self.isa(), &p, true) };
+        Ok(())
+    }
+
     /// `batch` independent GEMMs whose operands lie `stride_*` elements apart in the same slices
     /// (attention heads): `c[i] = alpha * a[i] * b[i] + beta * c[i]`. The views give the first
     /// matrix of each batch.

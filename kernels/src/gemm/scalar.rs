@@ -17,6 +17,7 @@ impl MicroKernel for Scalar {
         a: *const f32,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -41,10 +42,16 @@ impl MicroKernel for Scalar {
             for (j, &v) in row.iter().enumerate().take(nr) {
                 // SAFETY: i < mr and j < nr: inside the caller's C block.
                 let cij = unsafe { &mut *c.add(i * ldc + j) };
-                *cij = if beta == 0.0 {
+                let r = if beta == 0.0 {
                     alpha * v
                 } else {
                     alpha * v + beta * *cij
+                };
+                // SAFETY: a non-null bias holds nr > j values (trait contract).
+                *cij = if bias.is_null() {
+                    r
+                } else {
+                    r + unsafe { *bias.add(j) }
                 };
             }
         }
