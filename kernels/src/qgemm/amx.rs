@@ -215,11 +215,12 @@ unsafe fn load_step(o: &Operands, s: usize) {
 unsafe fn pipelined_step(o: &Operands, s: usize) {
     // SAFETY: caller's contract; prefetches are hints that never fault, even past the buffer.
     unsafe {
-        // A streams from L2 while B stays in L1: pull the A tiles two steps ahead into L1.
+        // B streams from L2 while the row block of A stays in L1: pull the B tiles two steps
+        // ahead into L1 (past a panel's end that is the next panel, read next).
         for l in 0..16 {
             let ahead = (s + 2) * 1024 + l * 64;
-            _mm_prefetch::<_MM_HINT_T0>(o.a.wrapping_add(ahead).cast());
-            _mm_prefetch::<_MM_HINT_T0>(o.a1.wrapping_add(ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(o.b.wrapping_add(ahead));
+            _mm_prefetch::<_MM_HINT_T0>(o.b1.wrapping_add(ahead));
         }
         asm!(
             "tdpbssd tmm0, tmm4, tmm6",
