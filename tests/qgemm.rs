@@ -148,6 +148,31 @@ fn i32_exact_larger_shapes() {
     }
 }
 
+/// Shapes whose weights span several of AMX's L2 chunks of column blocks (k large enough that a
+/// chunk holds 1 or 4 blocks), with ragged m, n and k and values drawn mostly from -127, 0, 127;
+/// on one thread (one call sees every chunk) and on two.
+#[test]
+fn i32_exact_across_column_chunks() {
+    let mut r = Rng(23);
+    let val = |r: &mut Rng| match (r.f() * 4.0 + 4.0) as i32 {
+        0 => -127i8,
+        1 => 127,
+        2 => 0,
+        _ => (r.f() * 127.9) as i8,
+    };
+    for &(m, n, k) in &[(40, 130, 6000), (33, 70, 25_000), (17, 97, 4000)] {
+        let a: Vec<i8> = (0..m * k).map(|_| val(&mut r)).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| val(&mut r)).collect();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| check_i32(&a, &w, m, n, k));
+        }
+    }
+}
+
 /// The largest allowed k with every product at +-127 * 127: the sum sits just under 2^31, so any
 /// saturation (e.g. in `vpmaddubsw`) or lost +128 correction would show.
 #[test]

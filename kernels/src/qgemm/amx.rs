@@ -8,6 +8,7 @@
 //! re-laid as contiguous 1 KB tiles ([`to_tiles`]).
 #![cfg(target_arch = "x86_64")]
 
+use super::pack::Aligned;
 use super::{Ctx, NB};
 use std::arch::asm;
 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -48,6 +49,10 @@ fn request_tile_permission() -> bool {
     false
 }
 
+/// Bytes of packed weights per chunk of column blocks, kept in L2 (2 MB per core here) while
+/// every row block of A passes over it.
+const B_CHUNK_BYTES: usize = 768 * 1024;
+
 /// The 64-byte tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
@@ -81,8 +86,7 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     let (kp, m) = (ctx.w.kp(), ctx.m);
     let steps = kp / 64;
     let mut tile = Tile([0; 32 * NB]);
-    // The 32 x 32 blocks of C this call owns: B (a panel pair, kp * 32 bytes) stays in L1 while
-    // the row blocks of A stream past it.
+    // The 32 x 32 blocks of C this call owns.
     // A last row block of at most 16 rows runs afterwards on half the tiles ([`half_block`]),
     // instead of multiplying 16 rows of padding.
     let full_rows = if m % 32 > 0 && m % 32 <= 16 {
@@ -90,9 +94,20 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     } else {
         m
     };
+    // Column blocks go in chunks whose weights (`ncb` blocks of kp * 32 bytes) stay in L2; each
+    // row block of A sweeps a whole chunk, so C is written in runs of up to ncb * 128 bytes per
+    // row. Column-block-major order (32 rows x 128 bytes per block, all of C touched per block
+    // column) made the f32 stores of C cost more than the tile loop (measured ~1.8x slower).
+    let ncb = (B_CHUNK_BYTES / (NB * kp.max(64))).clamp(1, 32);
+    let end = blocks.end;
     let mut jobs = blocks
         .clone()
-        .flat_map(|jb| (0..full_rows).step_by(32).map(move |i0| (jb, i0)))
+        .step_by(ncb)
+        .flat_map(|jc| {
+            (0..full_rows)
+                .step_by(32)
+                .flat_map(move |i0| (jc..(jc + ncb).min(end)).map(move |jb| (jb, i0)))
+        })
         .peekable();
     let ptrs = |(jb, i0): (usize, usize)| {
         // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair 2jb, 2jb+1 in the packed weights (n padded to 32).
@@ -200,11 +215,12 @@ unsafe fn load_step(o: &Operands, s: usize) {
 unsafe fn pipelined_step(o: &Operands, s: usize) {
     // SAFETY: caller's contract; prefetches are hints that never fault, even past the buffer.
     unsafe {
-        // A streams from L2 while B stays in L1: pull the A tiles two steps ahead into L1.
+        // B streams from L2 while the row block of A stays in L1: pull the B tiles two steps
+        // ahead into L1 (past a panel's end that is the next panel, read next).
         for l in 0..16 {
             let ahead = (s + 2) * 1024 + l * 64;
-            _mm_prefetch::<_MM_HINT_T0>(o.a.wrapping_add(ahead).cast());
-            _mm_prefetch::<_MM_HINT_T0>(o.a1.wrapping_add(ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(o.b.wrapping_add(ahead));
+            _mm_prefetch::<_MM_HINT_T0>(o.b1.wrapping_add(ahead));
         }
         asm!(
             "tdpbssd tmm0, tmm4, tmm6",
@@ -346,8 +362,8 @@ unsafe fn store_and_zero(tile: &mut Tile) {
 /// Re-lays row-major activations (rows, kp), rows a multiple of 16, as AMX A tiles: row tile
 /// `t` (rows 16t..16t+16) is `kp * 16` contiguous bytes, k-step `s` of it the 1 KB tile
 /// `[r % 16][k % 64]`, so every `tileloadd` reads one contiguous kilobyte.
-pub(crate) fn to_tiles(data: &[u8], rows: usize, kp: usize) -> Vec<u8> {
-    let mut out = vec![0u8; rows * kp];
+pub(crate) fn to_tiles(data: &[u8], rows: usize, kp: usize) -> Aligned<u8> {
+    let mut out = Aligned::zeroed(rows * kp);
     for r in 0..rows {
         for s in 0..kp / 64 {
             let dst = ((r / 16) * (kp / 64) + s) * 1024 + (r % 16) * 64;

@@ -25,6 +25,7 @@ mod scalar;
 mod vnni;
 
 pub use half::f16;
+use pack::Aligned;
 pub use pack::{QFormat, QWeights};
 pub use quant::{MIN_AMAX, QK, QMAX};
 
@@ -115,7 +116,7 @@ impl QPath {
     }
 
     /// The activation buffer (rows, kp) row-major, in the layout this path reads.
-    fn relayout(self, data: Vec<u8>, rows: usize, kp: usize) -> Vec<u8> {
+    fn relayout(self, data: Aligned<u8>, rows: usize, kp: usize) -> Aligned<u8> {
         match self {
             #[cfg(target_arch = "x86_64")]
             QPath::Amx => amx::to_tiles(&data, rows, kp),
@@ -150,7 +151,7 @@ pub(crate) enum Out {
 /// Quantized activations: (rows, kp) bytes, zero-padded in k (and in rows for AMX), as i8 or,
 /// for the VNNI paths, as u8 = i8 + 128. Scales per row, or per (row, block of 32) over kp.
 pub(crate) struct Acts {
-    pub data: Vec<u8>,
+    pub data: Aligned<u8>,
     pub scales: Vec<f32>,
 }
 
@@ -227,7 +228,7 @@ fn quantize_acts(isa: Isa, path: QPath, x: &[f32], m: usize, w: &QWeights) -> Ac
     use rayon::prelude::*;
     let (k, kp) = (w.k(), w.kp());
     let rows = m.next_multiple_of(path.row_multiple());
-    let mut data = vec![0u8; rows * kp];
+    let mut data = Aligned::zeroed(rows * kp);
     let leaves = quant::Leaves::new(isa);
     let block = w.format() == QFormat::Block32;
     let spr = if block { kp / QK } else { 1 };
@@ -407,7 +408,8 @@ impl Kernels {
         }
         let rows = m.next_multiple_of(path.row_multiple());
         let xor = if path.offsets_activations() { 0x80 } else { 0 };
-        let mut data = vec![xor; rows * kp];
+        let mut data = Aligned::zeroed(rows * kp);
+        data.fill(xor);
         for i in 0..m {
             for (d, &s) in data[i * kp..i * kp + k]
                 .iter_mut()

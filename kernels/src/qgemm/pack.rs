@@ -13,6 +13,8 @@ use super::{MAX_K, NB, mul};
 use crate::error::check_len;
 use crate::{KernelError, Kernels, Result};
 use half::f16;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
 /// Bytes of k per AMX tile row; k is padded to a multiple of it.
 pub(crate) const KP_MULTIPLE: usize = 64;
@@ -34,7 +36,7 @@ pub struct QWeights {
     kp: usize,
     format: QFormat,
     /// `n.next_multiple_of(32) / 16` panels of `kp * 16` bytes (see the module docs).
-    pub(crate) panels: Vec<i8>,
+    pub(crate) panels: Aligned<i8>,
     /// Per channel: (np) f32 scales (0 past n). Block format: (np / 16, kp / 32, 16) f32 values
     /// of the f16 scales, panel-major so a kernel loads 16 columns' scales of one block at once.
     pub(crate) scales: Vec<f32>,
@@ -147,7 +149,7 @@ impl QWeights {
                 op,
                 detail: format!("n = {n} output channels overflow the packed buffers"),
             })?;
-        let mut panels = vec![0i8; np * kp];
+        let mut panels = Aligned::zeroed(np * kp);
         let mut comp = vec![0i32; np];
         for j in 0..n {
             let base = (j / 16) * kp * 16 + (j % 16) * 4;
@@ -242,5 +244,57 @@ impl QWeights {
                 ..self.clone()
             }),
         }
+    }
+}
+
+/// One cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// The two byte types a buffer may hold.
+pub(crate) trait Byte: Copy {}
+impl Byte for u8 {}
+impl Byte for i8 {}
+
+/// A zero-initialized byte buffer that starts on a cache line. AMX reads 64-byte tile rows: from
+/// a `Vec`'s 16-byte-aligned block every row straddles two lines, and the tile loop ran about
+/// 2.7x slower (measured on 256 x 768 x 3072).
+#[derive(Clone)]
+pub(crate) struct Aligned<T> {
+    lines: Vec<Line>,
+    len: usize,
+    byte: PhantomData<T>,
+}
+
+impl<T: Byte> Aligned<T> {
+    /// `len` zero bytes.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        Self {
+            lines: vec![Line([0; 64]); len.div_ceil(64)],
+            len,
+            byte: PhantomData,
+        }
+    }
+}
+
+impl<T: Byte> Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `lines` holds at least `len` initialized bytes, and u8 / i8 (the only `Byte`s) have size and alignment 1 and no invalid values.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len) }
+    }
+}
+
+impl<T: Byte> DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, borrowed uniquely through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
+    }
+}
+
+impl<T> std::fmt::Debug for Aligned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Aligned({} bytes)", self.len)
     }
 }
