@@ -58,42 +58,20 @@ pub(crate) fn around(
     Ok((outer, shape[axis], inner))
 }
 
-/// Below this many elements an element-wise pass runs on the calling thread (a rayon fork costs
-/// a few microseconds; 64 Ki elements is 256 KiB per operand).
-const PAR_MIN: usize = 64 * 1024;
-/// Elements per rayon task once split.
-const PAR_CHUNK: usize = 16 * 1024;
-
-/// `f(&mut dst[i], src[i])` for every `i`, split over the rayon pool for long slices. Each
-/// element is computed the same way whichever thread runs it: the same bits for any thread
-/// count.
-pub(crate) fn zip_apply(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
-    use rayon::prelude::*;
-    let run = |d: &mut [f32], s: &[f32]| d.iter_mut().zip(s).for_each(|(d, &s)| f(d, s));
-    if dst.len() < PAR_MIN || rayon::current_num_threads() <= 1 {
-        run(dst, src);
-    } else {
-        dst.par_chunks_mut(PAR_CHUNK)
-            .zip(src.par_chunks(PAR_CHUNK))
-            .for_each(|(d, s)| run(d, s));
-    }
+/// `f(&mut dst[i], src[i])` for every `i`.
+///
+/// Not threaded: splitting these memory-bound passes over the rayon pool was tried and, on the
+/// shared 2-core box, raised the block bench's tape overhead at B4xT64 (each fork waits for a
+/// descheduled worker) more than it saved at B4xT256.
+pub(crate) fn zip_apply(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| f(d, s));
 }
 
-/// `y[i] = f(a[i], b[i])`, split over the rayon pool as [`zip_apply`].
-pub(crate) fn zip_map(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    use rayon::prelude::*;
-    let run = |y: &mut [f32], a: &[f32], b: &[f32]| {
-        y.iter_mut()
-            .zip(a.iter().zip(b))
-            .for_each(|(y, (&a, &b))| *y = f(a, b))
-    };
-    if y.len() < PAR_MIN || rayon::current_num_threads() <= 1 {
-        run(y, a, b);
-    } else {
-        y.par_chunks_mut(PAR_CHUNK)
-            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(y, (a, b))| run(y, a, b));
-    }
+/// `y[i] = f(a[i], b[i])`.
+pub(crate) fn zip_map(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    y.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(y, (&a, &b))| *y = f(a, b));
 }
 
 /// `dst += src`, element by element.
@@ -101,29 +79,13 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     zip_apply(dst, src, |d, s| *d += s);
 }
 
-/// `dst += column sums of src`: `src: (rows, cols)`, `dst: (cols)`. Each column is summed over
-/// the rows in order by one thread (columns are split between threads, never rows), so the
-/// result does not depend on the thread count.
+/// `dst += column sums of src`: `src: (rows, cols)`, `dst: (cols)`, rows summed in order (so
+/// the result does not depend on the thread count).
 pub(crate) fn add_col_sums(dst: &mut [f32], src: &[f32], cols: usize) {
-    use rayon::prelude::*;
-    /// Columns per task: 1 KiB of each row.
-    const COLS: usize = 256;
     if cols == 0 {
         return;
     }
-    let sum = |d: &mut [f32], c0: usize| {
-        let w = d.len();
-        for row in src.chunks_exact(cols) {
-            d.iter_mut()
-                .zip(&row[c0..c0 + w])
-                .for_each(|(d, s)| *d += s);
-        }
-    };
-    if src.len() < PAR_MIN || cols <= COLS || rayon::current_num_threads() <= 1 {
-        sum(dst, 0);
-    } else {
-        dst.par_chunks_mut(COLS)
-            .enumerate()
-            .for_each(|(i, d)| sum(d, i * COLS));
+    for row in src.chunks_exact(cols) {
+        add_into(dst, row);
     }
 }
