@@ -59,6 +59,27 @@ fn run(k: Option<Kernels>, s: &[Vec<f32>; 4], h: &AdamW, steps: u64) -> [Vec<f32
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// `adamw_zero_grad` is `adamw` then a zeroed gradient, bit for bit, on every tier; lengths
+    /// past one rayon task (64 Ki elements) take the threaded path.
+    #[test]
+    fn zero_grad_variant_is_adamw_then_zeros(
+        n in prop_oneof![4 => 0usize..=67, 1 => prop::sample::select(vec![4099usize, 70_001])],
+        seed in any::<u64>(),
+        wd in prop::sample::select(vec![0.0f64, 0.1]),
+    ) {
+        let h = AdamW { lr: 3e-3, weight_decay: wd, ..AdamW::default() };
+        let s = state(n, seed);
+        for k in tiers() {
+            let want = run(Some(k), &s, &h, 1);
+            let [mut p, mut g, mut m, mut v] = s.clone();
+            k.adamw_zero_grad(&mut p, &mut g, &mut m, &mut v, &h, 1).unwrap();
+            for (i, got) in [p, m, v].iter().enumerate() {
+                prop_assert_eq!(bits(got), bits(&want[i]), "{:?} output {}", k.isa(), i);
+            }
+            prop_assert!(g.iter().all(|x| x.to_bits() == 0), "{:?}: grad not zeroed", k.isa());
+        }
+    }
+
     /// Same f32 operations in the same order on every tier: bit-exact, tails included.
     #[test]
     fn tiers_bit_exact(
@@ -270,5 +291,20 @@ fn errors_never_panic() {
         let e = k.adamw(&mut p, &g, &mut m, &mut v, &h, 0);
         assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
         k.adamw(&mut [], &[], &mut [], &mut [], &h, 1).unwrap();
+        let mut g = g;
+        let e = k.adamw_zero_grad(&mut p, &mut g[..8], &mut m, &mut v, &h, 1);
+        assert!(
+            matches!(
+                e,
+                Err(KernelError::BadLength {
+                    op: "adamw_zero_grad",
+                    arg: "grad",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        let e = k.adamw_zero_grad(&mut p, &mut g, &mut m, &mut v, &h, 0);
+        assert!(matches!(e, Err(KernelError::BadShape { .. })), "{e:?}");
     }
 }

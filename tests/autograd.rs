@@ -276,6 +276,14 @@ fn user_errors_name_the_op_and_shapes() {
     );
     assert_eq!(op(g.add(a, b)).0, "add");
     assert_eq!(op(g.linear(a, b, None)).0, "linear");
+    let (name, detail) = op(g.linear_in_out(a, b, None));
+    assert_eq!(name, "linear_in_out");
+    assert!(
+        detail.contains("(3, OUT)") && detail.contains("[4, 5]"),
+        "{detail}"
+    );
+    let w = g.input(&tensor(&[3, 4], 18), true);
+    assert_eq!(op(g.linear_in_out(a, w, Some(a))).0, "linear_in_out");
     assert_eq!(op(g.embedding(b, &[0, 4], &[2])).0, "embedding");
     assert_eq!(op(g.embedding(b, &[0, 1], &[3])).0, "embedding");
     assert_eq!(op(g.narrow(a, 1, 2, 2)).0, "narrow");

@@ -44,6 +44,28 @@ fn linear_with_and_without_bias() {
 }
 
 #[test]
+fn linear_in_out_with_and_without_bias() {
+    // w stored (IN, OUT), as GPT-2's Conv1D.
+    let ins = [
+        tensor(&[2, 3, 5], 60),
+        tensor(&[5, 4], 61),
+        tensor(&[4], 62),
+    ];
+    check("linear_in_out bias", &ins, |g, v| {
+        g.linear_in_out(v[0], v[1], Some(v[2]))
+    });
+    check("linear_in_out no bias", &ins[..2], |g, v| {
+        g.linear_in_out(v[0], v[1], None)
+    });
+    // x used as both input and weight, and b as a row of x.
+    check("linear_in_out x x", &[tensor(&[4, 4], 63)], |g, v| {
+        let b = g.narrow(v[0], 0, 1, 1)?;
+        let b = g.reshape(b, &[4])?;
+        g.linear_in_out(v[0], v[0], Some(b))
+    });
+}
+
+#[test]
 fn add_mul_scale() {
     let ins = [tensor(&[3, 5], 13), tensor(&[3, 5], 14)];
     check("add", &ins, |g, v| g.add(v[0], v[1]));
@@ -123,6 +145,19 @@ fn reshape_narrow_split_concat_transpose() {
     check("reshape", &x, |g, v| g.reshape(v[0], &[6, 4]));
     check("narrow axis 1", &x, |g, v| g.narrow(v[0], 1, 1, 2));
     check("narrow last axis", &x, |g, v| g.narrow(v[0], 2, 1, 3));
+    // Two overlapping narrows of one input: the first backward writes a fresh slot (zeros
+    // outside its part), the second adds into it.
+    check("overlapping narrows", &x, |g, v| {
+        let a = g.narrow(v[0], 2, 1, 2)?;
+        let b = g.narrow(v[0], 2, 0, 2)?;
+        g.mul(a, b)
+    });
+    check("narrow of a reshaped x, added to x", &x, |g, v| {
+        let r = g.reshape(v[0], &[6, 4])?;
+        let n = g.narrow(r, 0, 0, 6)?;
+        let n = g.reshape(n, &[2, 3, 4])?;
+        g.add(n, v[0])
+    });
     check("split and re-add", &x, |g, v| {
         let p = g.split(v[0], 2, &[2, 2])?;
         g.add(p[0], p[1])
@@ -268,6 +303,20 @@ fn forward_values_match_f64_references() {
         .collect();
     assert_eq!(g.shape(y).unwrap(), &[2, 3, 4]);
     close("linear", g.value(y).unwrap(), &want);
+    // linear_in_out: y[r, o] = sum_i x[r, i] w[i, o] + b[o], w stored (IN, OUT).
+    let wio = tensor(&[5, 4], 44);
+    let (w2, wiov) = (f64s(&wio), g.input(&wio, false));
+    let y = g.linear_in_out(xv, wiov, Some(bv)).unwrap();
+    let want: Vec<f64> = (0..6 * 4)
+        .map(|j| {
+            (0..5)
+                .map(|i| x[j / 4 * 5 + i] * w2[i * 4 + j % 4])
+                .sum::<f64>()
+                + b[j % 4]
+        })
+        .collect();
+    assert_eq!(g.shape(y).unwrap(), &[2, 3, 4]);
+    close("linear_in_out", g.value(y).unwrap(), &want);
     // Batched matmul: (2, 3, 5) x (2, 5, 3).
     let mt = tensor(&[2, 5, 3], 43);
     let m = f64s(&mt);

@@ -398,3 +398,39 @@ fn evaluation_and_metrics() {
     // Two micro-batches of 24 tokens, 2 slots each.
     assert_eq!(slots + dropped.as_u64().unwrap(), 2 * 24 * 2);
 }
+
+/// `AdamW::step` leaves every gradient zero for the next accumulation: a stepped parameter's
+/// in the update's own pass, a trainable parameter outside every group as `zero_grads` does; the
+/// latter's value is untouched.
+#[test]
+fn adamw_step_zeroes_every_gradient() {
+    use anvil::autograd::Graph;
+    use anvil::tensor::Tensor;
+    let mut g = Graph::new().unwrap();
+    // 70_001 elements: past one threaded AdamW task.
+    let n = 70_001;
+    let vals = |s: f32| Tensor::from_vec((0..n).map(|i| s + (i % 13) as f32 * 0.1).collect(), &[n]);
+    let a = g.add_param("a", &vals(1.0).unwrap(), true);
+    let b = g.add_param("b", &vals(-2.0).unwrap(), true);
+    let (av, bv) = (g.param(a).unwrap(), g.param(b).unwrap());
+    let y = g.mul(av, bv).unwrap();
+    let loss = g.sum(y).unwrap();
+    g.backward(loss).unwrap();
+    let grad_nonzero = |g: &Graph, p| g.param_grad(p).unwrap().unwrap().iter().any(|&x| x != 0.0);
+    assert!(grad_nonzero(&g, a) && grad_nonzero(&g, b));
+    let group = anvil::train::ParamGroup {
+        name: "a only".into(),
+        lr: 1e-2,
+        weight_decay: 0.1,
+        params: vec![a],
+    };
+    let mut opt = anvil::train::AdamW::new(&g, vec![group], 0.9, 0.95, 1e-8).unwrap();
+    let (a0, b0) = (
+        g.param_tensor(a).unwrap().to_vec(),
+        g.param_tensor(b).unwrap().to_vec(),
+    );
+    opt.step(&mut g, 1.0).unwrap();
+    assert!(!grad_nonzero(&g, a) && !grad_nonzero(&g, b));
+    assert_ne!(g.param_tensor(a).unwrap().to_vec(), a0);
+    assert_eq!(g.param_tensor(b).unwrap().to_vec(), b0);
+}

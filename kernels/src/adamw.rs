@@ -24,6 +24,12 @@ use rayon::prelude::*;
 /// Elements per rayon task (256 KiB per operand).
 const TASK_ELEMS: usize = 64 * 1024;
 
+/// One task of [`Kernels::adamw_zero_grad`]: its chunks of `(param, grad)` and `(m, v)`.
+type ZeroTask<'a> = (
+    (&'a mut [f32], &'a mut [f32]),
+    (&'a mut [f32], &'a mut [f32]),
+);
+
 /// AdamW hyper-parameters, in f64 as PyTorch keeps them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamW {
@@ -142,6 +148,55 @@ impl Kernels {
                 });
         } else {
             run(isa, &c, param, grad, m, v);
+        }
+        Ok(())
+    }
+}
+
+impl Kernels {
+    /// [`Kernels::adamw`], then `grad` set to zero, chunk by chunk while it is in cache: the
+    /// optimizer's step and the zeroing of the gradient for the next accumulation in one pass
+    /// over memory instead of two. `param`, `m`, `v` come out bit-identical to `adamw`'s.
+    /// `// param, grad, m, v: (n)`
+    ///
+    /// # Errors
+    /// As [`Kernels::adamw`].
+    pub fn adamw_zero_grad(
+        &self,
+        param: &mut [f32],
+        grad: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        h: &AdamW,
+        t: u64,
+    ) -> Result<()> {
+        let n = param.len();
+        check_all(
+            "adamw_zero_grad",
+            &[
+                ("grad", grad.len(), n),
+                ("m", m.len(), n),
+                ("v", v.len(), n),
+            ],
+        )?;
+        let c = Coeffs::new(h, t)?;
+        let (grad, m, v) = (&mut grad[..n], &mut m[..n], &mut v[..n]);
+        let isa = self.isa();
+        let task = |((p, g), (m, v)): ZeroTask| {
+            run(isa, &c, p, g, m, v);
+            g.fill(0.0);
+        };
+        if parallel(n) {
+            param
+                .par_chunks_mut(TASK_ELEMS)
+                .zip(grad.par_chunks_mut(TASK_ELEMS))
+                .zip(
+                    m.par_chunks_mut(TASK_ELEMS)
+                        .zip(v.par_chunks_mut(TASK_ELEMS)),
+                )
+                .for_each(task);
+        } else {
+            task(((param, grad), (m, v)));
         }
         Ok(())
     }

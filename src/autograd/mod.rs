@@ -39,6 +39,13 @@ pub struct Var {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParamId(usize);
 
+impl ParamId {
+    /// Its position among the graph's parameters (the order they were added).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// Where a node's value lives.
 #[derive(Debug)]
 pub(crate) enum Value {
@@ -133,6 +140,42 @@ impl Grads<'_> {
                 Some((g.get_or_insert_with(|| self.pool.take(len)), fresh))
             }
         }
+    }
+
+    /// `grad(v) += src` for a gradient of `v`'s full length. A fresh slot is written with a copy
+    /// of `src` instead (no zeroing pass, no read of zeros); `0 + x` and `x` differ only in the
+    /// sign of a zero. Does nothing when no gradient flows to `v`.
+    pub(crate) fn accumulate(&mut self, v: Var, src: &[f32]) {
+        self.accumulate_with(v, src, |x| x);
+    }
+
+    /// `grad(v) += f(src)` element-wise, as [`Self::accumulate`] (a fresh slot is written).
+    pub(crate) fn accumulate_with(&mut self, v: Var, src: &[f32], f: impl Fn(f32) -> f32) {
+        if let Some((g, fresh)) = self.slot_or_fresh(v) {
+            if fresh {
+                ops::zip_apply(g, src, |g, s| *g = f(s));
+            } else {
+                ops::zip_apply(g, src, |g, s| *g += f(s));
+            }
+        }
+    }
+
+    /// `grad(v) += buf`, taking `buf` (a full-length gradient from the pool): when `v` has no
+    /// gradient yet `buf` becomes it, with no copy; otherwise it is added and `buf` returned to
+    /// the pool. Does nothing but return `buf` when no gradient flows to `v`.
+    pub(crate) fn accumulate_owned(&mut self, v: Var, buf: Vec<f32>) {
+        let n = &self.nodes[v.idx as usize];
+        let fresh = n.needs_grad
+            && matches!(n.value, Value::Owned(_))
+            && self.node[v.idx as usize].is_none();
+        if fresh {
+            self.node[v.idx as usize] = Some(buf);
+            return;
+        }
+        if let Some(g) = self.slot(v) {
+            ops::add_into(g, &buf);
+        }
+        self.pool.give(buf);
     }
 
     /// A scratch buffer from the pool (stale contents).
@@ -338,6 +381,20 @@ impl Graph {
         self.param_ref(p)?;
         self.check_no_tape("param_update")?;
         Ok((self.params[p.0].value.make_mut(), &self.param_grads[p.0]))
+    }
+
+    /// The value to update and the gradient, both writable: for an optimizer that zeroes the
+    /// gradient in the same pass as its update (an untrainable parameter has an empty gradient).
+    ///
+    /// # Errors
+    /// As [`Graph::param_update`].
+    pub fn param_and_grad_mut(&mut self, p: ParamId) -> Result<(&mut [f32], &mut [f32])> {
+        self.param_ref(p)?;
+        self.check_no_tape("param_and_grad_mut")?;
+        Ok((
+            self.params[p.0].value.make_mut(),
+            &mut self.param_grads[p.0],
+        ))
     }
 
     /// The accumulated gradient of a parameter for in-place edits (clipping, scaling), `None`

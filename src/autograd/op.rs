@@ -24,6 +24,8 @@ pub(crate) enum Op {
         x: Var,
         w: Var,
         b: Option<Var>,
+        /// `w` stored `(IN, OUT)` (GPT-2's `Conv1D`) rather than `(OUT, IN)`.
+        in_out: bool,
     },
     Add {
         a: Var,
@@ -120,7 +122,7 @@ impl Op {
         match self {
             Op::Leaf => vec![],
             Op::MatMul { a, b } | Op::Add { a, b } | Op::Mul { a, b } => vec![*a, *b],
-            Op::Linear { x, w, b } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
+            Op::Linear { x, w, b, .. } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
             Op::AddBias { x, b } => vec![*x, *b],
             Op::ScaleRows { x, w } => vec![*x, *w],
             Op::IndexAdd { src, .. } => vec![*src],
@@ -185,7 +187,7 @@ pub(crate) fn backward(
     match op {
         Op::Leaf => Ok(()),
         Op::MatMul { a, b } => matmul::matmul_backward(c, *a, *b, dy),
-        Op::Linear { x, w, b } => matmul::linear_backward(c, *x, *w, *b, dy),
+        Op::Linear { x, w, b, in_out } => matmul::linear_backward(c, *x, *w, *b, *in_out, dy),
         Op::Add { a, b } => elementwise::add_backward(c, *a, *b, dy),
         Op::Mul { a, b } => elementwise::mul_backward(c, *a, *b, dy),
         Op::Scale { x, s } => elementwise::scale_backward(c, *x, *s, dy),

@@ -282,11 +282,7 @@ impl Linear {
         }
         let w = g.param(self.w)?;
         Ok(if self.in_out {
-            let y = g.matmul(x, w)?;
-            match b {
-                Some(b) => g.add_bias(y, b)?,
-                None => y,
-            }
+            g.linear_in_out(x, w, b)?
         } else {
             g.linear(x, w, b)?
         })

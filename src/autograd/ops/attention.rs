@@ -7,7 +7,6 @@
 //! `(B, Tq, Hq * D)`. Saved for backward: the per-row log-sum-exp `(B, Hq, Tq)` and the padding
 //! mask; the probabilities are recomputed block by block (no `T x T` buffer is kept).
 
-use super::add_into;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::kernels::attention::{Attn, AttnDims, AttnGrads, AttnSpec};
@@ -142,8 +141,8 @@ impl Graph {
     }
 }
 
-/// `dq, dk, dv` from the kernel into scratch buffers, then added into whichever inputs need
-/// them (q, k and v may be the same value).
+/// `dq, dk, dv` from the kernel into zeroed scratch buffers, each then handed to its input as
+/// its gradient (no copy) or added into the one it has (q, k and v may be the same value).
 pub(crate) fn backward(c: &mut Ctx, s: &Saved, out: Var, dy: &[f32]) -> Result<()> {
     let (nq, nkv) = (c.v.get(s.q).len(), c.v.get(s.k).len());
     let mut g = [nq, nkv, nkv].map(|n| {
@@ -155,10 +154,7 @@ pub(crate) fn backward(c: &mut Ctx, s: &Saved, out: Var, dy: &[f32]) -> Result<(
     let grads = AttnGrads { dq, dk, dv };
     c.k.attention_bwd(&s.attn(c), c.v.get(out), &s.lse, dy, grads)?;
     for (x, gx) in [s.q, s.k, s.v].into_iter().zip(g) {
-        if let Some(slot) = c.g.slot(x) {
-            add_into(slot, &gx);
-        }
-        c.g.give(gx);
+        c.g.accumulate_owned(x, gx);
     }
     Ok(())
 }

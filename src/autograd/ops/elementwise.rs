@@ -1,6 +1,6 @@
 //! Element-wise ops: add, mul, scale, and the broadcast add of a bias row.
 
-use super::{add_col_sums, add_into, rows_cols, same_shape};
+use super::{add_col_sums, rows_cols, same_shape, zip_map};
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::tensor::Result;
@@ -72,20 +72,15 @@ impl Graph {
         same_shape(op, &shape, self.shape(b)?)?;
         let mut y = self.pool().take(shape.iter().product());
         let (av, bv) = (self.arg(op, a)?.0, self.arg(op, b)?.0);
-        y.iter_mut()
-            .zip(av.iter().zip(bv))
-            .for_each(|(o, (x, y))| *o = f(*x, *y));
+        zip_map(&mut y, av, bv, f);
         Ok(self.push(y, shape, rec))
     }
 }
 
 /// `da += dy`, `db += dy`.
 pub(crate) fn add_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result<()> {
-    for v in [a, b] {
-        if let Some(g) = c.g.slot(v) {
-            add_into(g, dy);
-        }
-    }
+    c.g.accumulate(a, dy);
+    c.g.accumulate(b, dy);
     Ok(())
 }
 
@@ -104,17 +99,13 @@ pub(crate) fn mul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result<()
 
 /// `dx += s * dy`.
 pub(crate) fn scale_backward(c: &mut Ctx, x: Var, s: f32, dy: &[f32]) -> Result<()> {
-    if let Some(g) = c.g.slot(x) {
-        g.iter_mut().zip(dy).for_each(|(g, d)| *g += s * d);
-    }
+    c.g.accumulate_with(x, dy, |d| s * d);
     Ok(())
 }
 
 /// `dx += dy`, `db += sum_rows(dy)`.
 pub(crate) fn add_bias_backward(c: &mut Ctx, x: Var, b: Var, dy: &[f32]) -> Result<()> {
-    if let Some(g) = c.g.slot(x) {
-        add_into(g, dy);
-    }
+    c.g.accumulate(x, dy);
     let cols = c.v.shape(b)[0];
     if let Some(g) = c.g.slot(b) {
         add_col_sums(g, dy, cols);

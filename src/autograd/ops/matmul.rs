@@ -113,24 +113,53 @@ impl Graph {
     /// [`crate::tensor::Error::Shape`] when `w` is not `(OUT, IN)`, `b` not `(OUT)`, or a handle
     /// is stale.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
-        const OP: &str = "linear";
+        self.affine("linear", x, w, b, false)
+    }
+
+    /// Affine map `y = x W + b` with `W` stored `(IN, OUT)` (GPT-2's `Conv1D`): the same as
+    /// `add_bias(matmul(x, w), b)` in one op, the bias taken into the GEMM (`beta = 1` over rows
+    /// preset to `b`) and its gradient summed in the backward, with no separate pass over `y`.
+    /// `// x: (..., IN), w: (IN, OUT), b: (OUT) -> (..., OUT)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when `w` is not `(IN, OUT)`, `b` not `(OUT)`, or a handle
+    /// is stale.
+    pub fn linear_in_out(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+        self.affine("linear_in_out", x, w, b, true)
+    }
+
+    /// `x W^T + b` (`in_out` false, `w: (OUT, IN)`) or `x W + b` (`in_out`, `w: (IN, OUT)`).
+    fn affine(
+        &mut self,
+        op: &'static str,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        in_out: bool,
+    ) -> Result<Var> {
         let (xs, ws) = (self.shape(x)?.to_vec(), self.shape(w)?.to_vec());
-        let (rows, inp) = rows_cols(OP, &xs)?;
-        if ws.len() != 2 || ws[1] != inp {
+        let (rows, inp) = rows_cols(op, &xs)?;
+        let w_in = if in_out { 0 } else { 1 };
+        if ws.len() != 2 || ws[w_in] != inp {
+            let want = if in_out {
+                format!("({inp}, OUT)")
+            } else {
+                format!("(OUT, {inp})")
+            };
             return Err(shape_err(
-                OP,
-                format!("x {xs:?} needs w (OUT, {inp}), got {ws:?}"),
+                op,
+                format!("x {xs:?} needs w {want}, got {ws:?}"),
             ));
         }
-        let out = ws[0];
+        let out = ws[1 - w_in];
         let mut y = self.pool().take(rows * out);
         let beta = match b {
             Some(b) => {
-                let bv = self.arg(OP, b)?.0;
+                let bv = self.arg(op, b)?.0;
                 if self.shape(b)? != [out] {
                     let bs = self.shape(b)?;
                     return Err(shape_err(
-                        OP,
+                        op,
                         format!("w {ws:?} needs b [{out}], got {bs:?}"),
                     ));
                 }
@@ -140,16 +169,20 @@ impl Graph {
             }
             None => 0.0,
         };
-        let (xv, wv) = (self.arg(OP, x)?.0, self.arg(OP, w)?.0);
+        let (xv, wv) = (self.arg(op, x)?.0, self.arg(op, w)?.0);
         let xm = MatRef::new(xv, rows, inp, inp);
-        let wt = MatRef::new(wv, out, inp, inp).t();
+        let wm = if in_out {
+            MatRef::new(wv, inp, out, out)
+        } else {
+            MatRef::new(wv, out, inp, inp).t()
+        };
         self.kernels()
-            .sgemm(1.0, xm, wt, beta, MatMut::new(&mut y, rows, out, out))?;
+            .sgemm(1.0, xm, wm, beta, MatMut::new(&mut y, rows, out, out))?;
         let mut shape = xs;
         if let Some(last) = shape.last_mut() {
             *last = out;
         }
-        Ok(self.push(y, shape, Op::Linear { x, w, b }))
+        Ok(self.push(y, shape, Op::Linear { x, w, b, in_out }))
     }
 }
 
@@ -182,26 +215,35 @@ pub(crate) fn matmul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result
     Ok(())
 }
 
-/// `dx += dy W`, `dW += dy^T x`, `db += sum_rows(dy)`.
+/// `dx += dy W^T`-or-`W`, `dW += dy^T x` (or `x^T dy` when `in_out`), `db += sum_rows(dy)`.
 pub(crate) fn linear_backward(
     c: &mut Ctx,
     x: Var,
     w: Var,
     b: Option<Var>,
+    in_out: bool,
     dy: &[f32],
 ) -> Result<()> {
     let (rows, inp) = rows_cols("linear", c.v.shape(x))?;
-    let out = c.v.shape(w)[0];
+    let out = c.v.shape(w)[usize::from(in_out)];
     let dym = MatRef::new(dy, rows, out, out);
     if let Some((gx, fresh)) = c.g.slot_or_fresh(x) {
         // A fresh slot is written, not added into: no zeroing pass, no read of C.
         let beta = if fresh { 0.0 } else { 1.0 };
-        let wm = MatRef::new(c.v.get(w), out, inp, inp);
+        let wm = if in_out {
+            MatRef::new(c.v.get(w), inp, out, out).t()
+        } else {
+            MatRef::new(c.v.get(w), out, inp, inp)
+        };
         c.k.sgemm(1.0, dym, wm, beta, MatMut::new(gx, rows, inp, inp))?;
     }
     if let Some(gw) = c.g.slot(w) {
         let xm = MatRef::new(c.v.get(x), rows, inp, inp);
-        c.k.sgemm(1.0, dym.t(), xm, 1.0, MatMut::new(gw, out, inp, inp))?;
+        if in_out {
+            c.k.sgemm(1.0, xm.t(), dym, 1.0, MatMut::new(gw, inp, out, out))?;
+        } else {
+            c.k.sgemm(1.0, dym.t(), xm, 1.0, MatMut::new(gw, out, inp, inp))?;
+        }
     }
     if let Some(gb) = b.and_then(|b| c.g.slot(b)) {
         add_col_sums(gb, dy, out);

@@ -58,9 +58,25 @@ pub(crate) fn around(
     Ok((outer, shape[axis], inner))
 }
 
+/// `f(&mut dst[i], src[i])` for every `i`.
+///
+/// Not threaded: splitting these memory-bound passes over the rayon pool was tried and, on the
+/// shared 2-core box, raised the block bench's tape overhead at B4xT64 (each fork waits for a
+/// descheduled worker) more than it saved at B4xT256.
+pub(crate) fn zip_apply(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| f(d, s));
+}
+
+/// `y[i] = f(a[i], b[i])`.
+pub(crate) fn zip_map(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    y.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(y, (&a, &b))| *y = f(a, b));
+}
+
 /// `dst += src`, element by element.
 pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    zip_apply(dst, src, |d, s| *d += s);
 }
 
 /// `dst += column sums of src`: `src: (rows, cols)`, `dst: (cols)`, rows summed in order (so

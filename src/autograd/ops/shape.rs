@@ -250,9 +250,7 @@ fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, add: b
 
 /// `dx += dy`.
 pub(crate) fn reshape_backward(c: &mut Ctx, x: Var, dy: &[f32]) -> Result<()> {
-    if let Some(g) = c.g.slot(x) {
-        add_into(g, dy);
-    }
+    c.g.accumulate(x, dy);
     Ok(())
 }
 
@@ -267,10 +265,23 @@ pub(crate) fn narrow_backward(
 ) -> Result<()> {
     let (outer, dim, inner) = around("narrow", c.v.shape(x), axis)?;
     let len = c.v.shape(out)[axis];
-    if let Some(g) = c.g.slot(x) {
-        for o in 0..outer {
-            let dst = &mut g[(o * dim + start) * inner..][..len * inner];
-            add_into(dst, &dy[o * len * inner..][..len * inner]);
+    if dim * inner == 0 {
+        return Ok(());
+    }
+    let Some((g, fresh)) = c.g.slot_or_fresh(x) else {
+        return Ok(());
+    };
+    for (o, gx) in g.chunks_exact_mut(dim * inner).enumerate().take(outer) {
+        let (before, rest) = gx.split_at_mut(start * inner);
+        let (part, after) = rest.split_at_mut(len * inner);
+        let src = &dy[o * len * inner..][..len * inner];
+        if fresh {
+            // A fresh slot holds stale values: write every element once (zeros outside the part).
+            before.fill(0.0);
+            part.copy_from_slice(src);
+            after.fill(0.0);
+        } else {
+            add_into(part, src);
         }
     }
     Ok(())

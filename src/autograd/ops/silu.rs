@@ -1,6 +1,6 @@
 //! SiLU (`x * sigmoid(x)`) and SwiGLU (`silu(gate) * up`), element-wise, on the kernels.
 
-use super::{add_into, same_shape};
+use super::same_shape;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var};
 use crate::tensor::Result;
@@ -58,9 +58,6 @@ pub(crate) fn swiglu_backward(c: &mut Ctx, gate: Var, up: Var, dy: &[f32]) -> Re
             c.g.give(dg);
         }
     }
-    if let Some(g) = c.g.slot(up) {
-        add_into(g, &dup);
-    }
-    c.g.give(dup);
+    c.g.accumulate_owned(up, dup);
     Ok(())
 }
