@@ -133,3 +133,48 @@ fn split_gemvs_bit_identical_across_thread_counts() {
         }
     }
 }
+
+/// GEMVs whose B holds 2 MiB or more, where the kernels prefetch the next pass of B (the next
+/// group of rows in the axpy form, of columns in the dot form): against the reference on every
+/// tier, with k and n not whole vectors and C padded with NaN sentinels, and bit-identical on 1
+/// and 2 threads.
+#[test]
+fn prefetching_gemvs_match_the_reference_on_every_tier() {
+    let pool = |t| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+    };
+    for kern in Kernels::available().unwrap() {
+        for (m, n, k, dot, pad) in [
+            (1, 769, 700, false, 0),
+            (1, 769, 700, true, 2),
+            (3, 750, 701, false, 1),
+            (5, 1001, 531, true, 0),
+        ] {
+            let (alpha, beta) = (1.0, 0.5);
+            let go = |t| pool(t).install(|| run(Some(&kern), m, n, k, dot, alpha, beta, pad));
+            let (one, two) = (go(1), go(2));
+            let want = run(None, m, n, k, dot, alpha, beta, pad);
+            let c0 = fill(m * (n + pad), 3);
+            let isa = kern.isa();
+            for (idx, ((&g, &w), &g2)) in one.iter().zip(&want).zip(&two).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    g2.to_bits(),
+                    "{isa:?} {m}x{n}x{k}: 1 and 2 threads"
+                );
+                if idx % (n + pad) >= n {
+                    assert!(g.is_nan(), "{isa:?} {m}x{n}x{k}: padding written");
+                    continue;
+                }
+                let mag = alpha * k as f32 + beta * c0[idx].abs();
+                assert!(
+                    (g - w).abs() <= tolerance(k, mag),
+                    "{isa:?} {m}x{n}x{k} dot{dot}: C[{idx}] = {g}, reference {w}"
+                );
+            }
+        }
+    }
+}

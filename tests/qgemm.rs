@@ -173,6 +173,18 @@ fn i32_exact_across_column_chunks() {
     }
 }
 
+/// One row (the decode GEMV) against weights large enough (over 512 KiB packed) that the kernels
+/// prefetch the next panel pair while reading one: still exact, across 25 column blocks of 32
+/// with a partial last one, and k not a multiple of 64.
+#[test]
+fn i32_exact_one_row_large_weights() {
+    let mut r = Rng(13);
+    let (m, n, k) = (1, 785, 700);
+    let a: Vec<i8> = (0..m * k).map(|_| (r.f() * 127.9) as i8).collect();
+    let w: Vec<i8> = (0..n * k).map(|_| (r.f() * 127.9) as i8).collect();
+    check_i32(&a, &w, m, n, k);
+}
+
 /// The largest allowed k with every product at +-127 * 127: the sum sits just under 2^31, so any
 /// saturation (e.g. in `vpmaddubsw`) or lost +128 correction would show.
 #[test]

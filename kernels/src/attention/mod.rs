@@ -378,7 +378,12 @@ unsafe fn fwd_head(
         tq, tk, hq, hkv, d, ..
     } = a.dims;
     let g = h / a.dims.group();
-    transpose_head(a, a.k, b, g, &mut s.kt);
+    // One query row (a decode step): its scores are dot products with the key rows as they lie,
+    // so the head's keys are not transposed (that copy cost more than the product itself).
+    let one_row = tq == 1;
+    if !one_row {
+        transpose_head(a, a.k, b, g, &mut s.kt);
+    }
     let (qs, kvs) = (hq * d, hkv * d);
     for i0 in (0..tq).step_by(BQ) {
         let bq = BQ.min(tq - i0);
@@ -388,8 +393,14 @@ unsafe fn fwd_head(
         let q0 = ((b * tq + i0) * hq + h) * d;
         for (j0, bk) in key_blocks(a, i0, i0 + bq) {
             // S = scale * Q K^T over the block.
-            let mm = Mm::new(bq, bk, d).a(&a.q[q0..], qs, 1).b(&s.kt[j0..], tk);
-            mm.run(isa, a.spec.scale, &mut s.s, BK, false);
+            if one_row {
+                let k0 = ((b * tk + j0) * hkv + g) * d;
+                let q = &a.q[q0..q0 + d];
+                crate::gemm::gemv_dot(isa, a.spec.scale, q, &a.k[k0..], kvs, &mut s.s[..bk]);
+            } else {
+                let mm = Mm::new(bq, bk, d).a(&a.q[q0..], qs, 1).b(&s.kt[j0..], tk);
+                mm.run(isa, a.spec.scale, &mut s.s, BK, false);
+            }
             mask_block(a, b, i0, j0, &mut s.s, bq, bk);
             for r in 0..bq {
                 let row = &mut s.s[r * BK..][..bk];

@@ -19,6 +19,8 @@ mod pack;
 mod scalar;
 mod skinny;
 
+pub(crate) use skinny::gemv_dot;
+
 use crate::error::check_len;
 use crate::{KernelError, Kernels, Result};
 

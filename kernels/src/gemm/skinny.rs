@@ -34,6 +34,28 @@ pub(crate) trait Simd {
 /// far fewer multiply-adds than the packed path's threshold (`loops::PAR_MIN_FMAS`).
 const PAR_MIN_B_BYTES: usize = 256 * 1024;
 
+/// From this many bytes of B the skinny kernels prefetch one pass ahead: B then comes from DRAM
+/// (or L3), where each pass's rows would otherwise start as cold streams. (With B in L2 the
+/// prefetches only cost load slots: 30 against 38 GB/s on one core, measured on the axpy form.)
+const PREFETCH_MIN_B_BYTES: usize = 2 * 1024 * 1024;
+
+/// Whether `p`'s B is large enough for [`PREFETCH_MIN_B_BYTES`].
+fn prefetches(p: &Problem) -> bool {
+    p.k.saturating_mul(p.n).saturating_mul(4) >= PREFETCH_MIN_B_BYTES
+}
+
+/// Asks for the cache line at `p` (a hint: it never faults, so `p` may lie past the problem).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64; a prefetch reads nothing and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Runs `p` on the skinny path if its shape suits and returns true; false leaves it to the packed
 /// path. `threads`: the threads the caller offers; a B of [`PAR_MIN_B_BYTES`] or more is split
 /// over the whole rayon pool regardless.
@@ -85,6 +107,63 @@ pub(crate) unsafe fn try_run<S: Simd>(
     true
 }
 
+/// `y[j] = alpha * (x . w[j * ldw..][..x.len()])` for `j < y.len()`, on the calling thread: the
+/// dot form for one row of A, for callers that already run inside a parallel task (attention's
+/// decode step scores one query against the cached keys of one head, `ldw` apart).
+///
+/// # Panics
+/// When `w` is too short for `y.len()` rows of `x.len()` values `ldw` apart (callers derive every
+/// length from checked shapes, so this is a bug, not bad input).
+pub(crate) fn gemv_dot(
+    isa: crate::Isa,
+    alpha: f32,
+    x: &[f32],
+    w: &[f32],
+    ldw: usize,
+    y: &mut [f32],
+) {
+    let (n, k) = (y.len(), x.len());
+    if n == 0 {
+        return;
+    }
+    assert!(
+        ldw >= k && w.len() >= (n - 1) * ldw + k,
+        "gemv_dot: {n} rows of {k} values {ldw} apart need more than {} weights",
+        w.len()
+    );
+    let p = Problem {
+        m: 1,
+        n,
+        k,
+        alpha,
+        a: x.as_ptr(),
+        rsa: k,
+        csa: 1,
+        b: w.as_ptr(),
+        rsb: 1,
+        csb: ldw,
+        beta: 0.0,
+        c: y.as_mut_ptr(),
+        ldc: n,
+    };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the assert above bounds every row of w; x and y have k and n values; the table only holds tiers the CPU has.
+        crate::Isa::Avx512 => unsafe { super::avx512::skinny_dot(&p, 0, n) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        crate::Isa::Avx2 => unsafe { super::avx2::skinny_dot(&p, 0, n) },
+        _ => {
+            // The scalar reference order: k in order, one f32 sum.
+            for (j, yj) in y.iter_mut().enumerate() {
+                let row = &w[j * ldw..][..k];
+                let acc = x.iter().zip(row).fold(0.0f32, |s, (a, b)| s + a * b);
+                *yj = alpha * acc;
+            }
+        }
+    }
+}
+
 /// Stores one row of results: `c = alpha * acc + beta * c` (C not read when `beta == 0`).
 #[inline(always)]
 unsafe fn store<S: Simd>(c: *mut f32, n: usize, acc: S::V, alpha: S::V, beta: f32) {
@@ -125,21 +204,28 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize, const U: usize>(
             cols,
         };
         let (full, last) = (width / lanes, width % lanes);
+        let pf = prefetches(p);
         for k0 in (0..p.k).step_by(AXPY_ROWS) {
             let rows = k0..AXPY_ROWS.min(p.k - k0) + k0;
+            // The next pass's rows, fetched while this pass runs (none after the last).
+            let ahead = if pf && k0 + AXPY_ROWS < p.k {
+                AXPY_ROWS
+            } else {
+                0
+            };
             let mut v = 0;
             // SAFETY: vectors v.. lie inside the block's `width` columns of B, inside `buf` (M x whole vectors) and rows inside k.
             unsafe {
                 while v + U <= full {
-                    axpy_tile::<S, M, U>(p, &acc, jb, v * lanes, rows.clone(), lanes);
+                    axpy_tile::<S, M, U>(p, &acc, jb, v * lanes, rows.clone(), lanes, ahead);
                     v += U;
                 }
                 while v < full {
-                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), lanes);
+                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), lanes, ahead);
                     v += 1;
                 }
                 if last > 0 {
-                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), last);
+                    axpy_tile::<S, M, 1>(p, &acc, jb, v * lanes, rows.clone(), last, ahead);
                 }
             }
         }
@@ -165,8 +251,8 @@ struct Acc {
 }
 
 /// One tile of the axpy form: `U` vectors of columns from `jb + v` (the last holding `last`
-/// columns), rows `rows` of B added into the accumulators. (Prefetching the next group of rows
-/// here measured slower with B in L2: 30 against 38 GB/s on one core.)
+/// columns), rows `rows` of B added into the accumulators; with `ahead > 0`, the same columns of
+/// the rows `ahead` further down are prefetched.
 ///
 /// # Safety
 /// Rows `rows` of B and columns `jb + v..jb + v + (U - 1) * LANES + last` lie inside the problem;
@@ -179,6 +265,7 @@ unsafe fn axpy_tile<S: Simd, const M: usize, const U: usize>(
     v: usize,
     rows: std::ops::Range<usize>,
     last: usize,
+    ahead: usize,
 ) {
     let lanes = S::LANES;
     // SAFETY: the caller's contract.
@@ -191,6 +278,12 @@ unsafe fn axpy_tile<S: Simd, const M: usize, const U: usize>(
         }
         for kk in rows {
             let bp = p.b.add(kk * p.rsb + jb + v);
+            if ahead > 0 {
+                let next = bp.wrapping_add(ahead * p.rsb);
+                for u in 0..U {
+                    prefetch(next.wrapping_add(u * lanes));
+                }
+            }
             let a: [S::V; M] = std::array::from_fn(|i| S::splat(*p.a.add(i * p.rsa + kk * p.csa)));
             for u in 0..U {
                 let bv = if u + 1 < U || last == lanes {
@@ -221,9 +314,13 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize, const J: usize>(
 ) {
     let full = p.k / S::LANES * S::LANES;
     let tail = p.k - full;
+    let pf = prefetches(p);
     let mut j = j0;
     while j < j1 {
         let cols = J.min(j1 - j);
+        // The next group's columns (the rows of a Linear weight that follow), fetched while
+        // this group runs.
+        let ahead = pf && j + J < j1;
         // SAFETY: columns j..j + cols < n, rows < M = m, k values each: inside the problem.
         unsafe {
             let mut acc = [[S::zero(); J]; M];
@@ -231,6 +328,11 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize, const J: usize>(
                 std::array::from_fn(|jj| p.b.add((j + jj.min(cols - 1)) * p.csb));
             let mut kk = 0;
             while kk < full {
+                if ahead {
+                    for &c in &bcol {
+                        prefetch(c.wrapping_add(J * p.csb + kk));
+                    }
+                }
                 let bv: [S::V; J] = std::array::from_fn(|jj| S::load(bcol[jj].add(kk)));
                 for (i, row) in acc.iter_mut().enumerate() {
                     let av = S::load(p.a.add(i * p.rsa + kk));

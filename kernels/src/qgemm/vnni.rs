@@ -24,6 +24,11 @@ const MR256: usize = 6;
 /// Rows per block-format AVX-VNNI micro-tile (3 x 2 i32 + 3 x 2 f32 accumulators).
 const MR256B: usize = 3;
 
+/// From this many bytes of packed weights a one-row product prefetches the next panel pair while
+/// it reads one: the weights then stream from DRAM (or L3), and each pair would otherwise start a
+/// cold stream.
+const PREFETCH_MIN_BYTES: usize = 512 * 1024;
+
 /// AVX512-VNNI over column blocks `blocks`.
 ///
 /// # Safety
@@ -39,9 +44,14 @@ unsafe fn run512_tf(ctx: &Ctx, blocks: Range<usize>) {
     let blockwise = ctx.w.format() == QFormat::Block32 && matches!(ctx.out, Out::F32(_));
     let mr_max = if blockwise { MR512B } else { MR512 };
     let a = ctx.a.data.as_ptr();
+    let prefetch = ctx.w.panels.len() >= PREFETCH_MIN_BYTES;
+    let last = blocks.end;
     for jb in blocks {
         // SAFETY: panel pair 2jb, 2jb+1 exists (n is padded to a multiple of 32).
         let b = unsafe { ctx.w.panels.as_ptr().add(2 * jb * kp * 16) };
+        // The pair this call reads next, if any (prefetching never faults, but past this call's
+        // blocks it would fetch another thread's weights).
+        let next = (prefetch && jb + 1 < last).then(|| b.wrapping_add(2 * kp * 16));
         let mut i0 = 0;
         while i0 < m {
             let mr = (m - i0).min(mr_max);
@@ -62,7 +72,7 @@ unsafe fn run512_tf(ctx: &Ctx, blocks: Range<usize>) {
                 } else {
                     let mut tile = [0i32; MR512 * NB];
                     match mr {
-                        1 => row512(ai, kp, b, &mut tile),
+                        1 => row512(ai, kp, b, next, &mut tile),
                         2 => tile512::<2>(ai, kp, b, &mut tile),
                         3 => tile512::<3>(ai, kp, b, &mut tile),
                         4 => tile512::<4>(ai, kp, b, &mut tile),
@@ -95,14 +105,23 @@ unsafe fn tile512<const MR: usize>(a: *const u8, kp: usize, b: *const i8, tile: 
 }
 
 /// One row (GEMV): as [`tile512`] with MR = 1, but over 4 independent accumulator chains per
-/// panel, since a single chain would wait on `vpdpbusd`'s latency every group.
+/// panel, since a single chain would wait on `vpdpbusd`'s latency every group. `next`: a panel
+/// pair to prefetch, line for line, while this one is read.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn row512(a: *const u8, kp: usize, b: *const i8, tile: &mut [i32]) {
+unsafe fn row512(a: *const u8, kp: usize, b: *const i8, next: Option<*const i8>, tile: &mut [i32]) {
     let mut acc = [[_mm512_setzero_si512(); 2]; 4];
     let pstride = kp * 16;
     // kp is a multiple of 64, so the groups come in fours.
     for g4 in (0..kp / 4).step_by(4) {
+        if let Some(nb) = next {
+            // Four groups of 64 bytes: four lines of each panel.
+            for line in 0..4 {
+                let off = (g4 + line) * 64;
+                _mm_prefetch::<_MM_HINT_T0>(nb.wrapping_add(off));
+                _mm_prefetch::<_MM_HINT_T0>(nb.wrapping_add(pstride + off));
+            }
+        }
         for (u, chain) in acc.iter_mut().enumerate() {
             let g = g4 + u;
             // SAFETY: group g < kp / 4 of both panels and of the row (caller's contract).
