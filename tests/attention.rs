@@ -1,10 +1,11 @@
 //! Fused attention kernels against the f64 reference on every tier (odd sizes, Tq < Tk, GQA,
 //! windows, padding with fully padded rows, large and small logits); the reference against a
-//! naive dense f64 composition `softmax(Q K^T scale + mask) V`; errors; thread independence.
+//! naive dense f64 composition `softmax(Q K^T scale + mask) V`; errors; thread independence; the
+//! packed inference variant against the reference on the padded batch.
 
 mod common;
 
-use anvil::kernels::attention::{Attn, AttnDims, AttnGrads, AttnSpec, reference};
+use anvil::kernels::attention::{Attn, AttnDims, AttnGrads, AttnSpec, PackedQkv, reference};
 use anvil::kernels::{KernelError, Kernels};
 use common::{noise, single_thread, tiers};
 use proptest::prelude::*;
@@ -479,4 +480,163 @@ fn bad_shapes_are_errors() {
     };
     assert!(len(run(big, spec, None, &mut out, &mut lse), "q"));
     assert!(run(ok, spec, None, &mut out, &mut lse).is_ok());
+}
+
+/// A packed problem for [`Kernels::attention_packed_fwd`]: sentence lengths (0 included), the
+/// fused projection `qkv: (N, 3 H D)` and its bias.
+#[derive(Clone, Debug)]
+struct Packed {
+    lens: Vec<usize>,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    qkv: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Packed {
+    fn input(&self) -> PackedQkv<'_> {
+        PackedQkv {
+            qkv: &self.qkv,
+            bias: &self.bias,
+            lens: &self.lens,
+            heads: self.heads,
+            d: self.d,
+            scale: self.scale,
+        }
+    }
+
+    /// The same problem padded to a batch `(B, T, H, D)` with q, k, v split and biased, pad
+    /// positions holding large values that the key mask must hide.
+    fn padded(&self) -> Case {
+        let (h, d) = (self.heads, self.d);
+        let (b, t, hd) = (
+            self.lens.len(),
+            self.lens.iter().max().unwrap().max(&1),
+            h * d,
+        );
+        let dims = AttnDims {
+            batch: b,
+            tq: *t,
+            tk: *t,
+            hq: h,
+            hkv: h,
+            d,
+        };
+        let mut parts = [
+            vec![1e3f32; b * t * hd],
+            vec![1e3; b * t * hd],
+            vec![1e3; b * t * hd],
+        ];
+        let mut mask = vec![false; b * t];
+        let mut row = 0;
+        for (s, &l) in self.lens.iter().enumerate() {
+            for i in 0..l {
+                mask[s * t + i] = true;
+                for (p, part) in parts.iter_mut().enumerate() {
+                    for c in 0..hd {
+                        part[(s * t + i) * hd + c] =
+                            self.qkv[row * 3 * hd + p * hd + c] + self.bias[p * hd + c];
+                    }
+                }
+                row += 1;
+            }
+        }
+        let [q, k, v] = parts;
+        Case {
+            dims,
+            spec: AttnSpec {
+                scale: self.scale,
+                causal: false,
+                window: None,
+            },
+            q,
+            k,
+            v,
+            mask: Some(mask),
+            dout: Vec::new(),
+        }
+    }
+}
+
+fn packed() -> impl Strategy<Value = Packed> {
+    let sizes = (
+        prop::collection::vec(0usize..=70, 1..5),
+        1usize..4,
+        1usize..=70,
+    );
+    let knobs = (prop::sample::select(vec![0.0f32, 4.0, 1e-3]), any::<u64>());
+    (sizes, knobs).prop_map(|((lens, heads, d), (sc, seed))| {
+        let n: usize = lens.iter().sum();
+        let scale = if sc == 0.0 {
+            1.0 / (d as f32).sqrt()
+        } else {
+            sc
+        };
+        Packed {
+            qkv: noise(seed, n * 3 * heads * d),
+            bias: noise(seed ^ 1, 3 * heads * d),
+            lens,
+            heads,
+            d,
+            scale,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Packed attention from the fused projection equals the f64 reference run on the padded,
+    /// split and biased batch with its key mask, row for row, on every tier.
+    #[test]
+    fn packed_matches_the_padded_reference_on_every_tier(p in packed()) {
+        let c = p.padded();
+        let t = c.dims.tq;
+        let hd = p.heads * p.d;
+        let mut want = vec![0.0f32; c.q.len()];
+        reference::attention_fwd(&c.attn(), &mut want);
+        // The real rows of the padded result, packed.
+        let want: Vec<f32> = p.lens.iter().enumerate()
+            .flat_map(|(s, &l)| want[s * t * hd..(s * t + l) * hd].to_vec())
+            .collect();
+        for k in tiers() {
+            let mut out = vec![f32::NAN; want.len()];
+            k.attention_packed_fwd(&p.input(), &mut out).unwrap();
+            assert_close(&format!("{:?} packed", k.isa()), &out, &want, c.rtol(), amax(&c.v))?;
+        }
+    }
+}
+
+#[test]
+fn packed_bad_shapes_are_errors() {
+    let k = Kernels::best();
+    let p = Packed {
+        lens: vec![2, 3],
+        heads: 2,
+        d: 4,
+        scale: 0.5,
+        qkv: noise(1, 5 * 24),
+        bias: noise(2, 24),
+    };
+    let mut out = vec![0.0; 5 * 8];
+    assert!(k.attention_packed_fwd(&p.input(), &mut out).is_ok());
+    let len = |r: Result<(), KernelError>, arg: &str| matches!(r, Err(KernelError::BadLength { arg: a, .. }) if a == arg);
+    assert!(len(
+        k.attention_packed_fwd(&p.input(), &mut out[..39]),
+        "out"
+    ));
+    let long = PackedQkv {
+        lens: &[2, 4],
+        ..p.input()
+    };
+    assert!(len(k.attention_packed_fwd(&long, &mut [0.0; 48]), "qkv"));
+    let bias = PackedQkv {
+        bias: &p.bias[..23],
+        ..p.input()
+    };
+    assert!(matches!(
+        k.attention_packed_fwd(&bias, &mut out),
+        Err(KernelError::BadShape { .. })
+    ));
 }

@@ -1,5 +1,5 @@
 //! GELU kernels (tanh and erf, forward and backward) against the f64 reference on every tier,
-//! special values, finite differences, errors.
+//! special values, finite differences, errors; the fused bias + GELU against GELU of the sum.
 
 mod common;
 
@@ -209,4 +209,55 @@ fn bad_lengths_are_errors() {
         assert!(k.gelu_fwd(Gelu::Erf, &y.clone(), &mut [0.0; 2], 5).is_err());
         assert!(k.gelu_bwd(Gelu::Erf, &y.clone(), &x, &mut y, 5).is_err());
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The fused bias + GELU gives the bits of GELU of the sum, on every tier (tails, special
+    /// values, NaN and infinities in the input included).
+    #[test]
+    fn bias_fwd_equals_fwd_of_the_sum(
+        (c, rows, x, bias) in (cols(), 0usize..4).prop_flat_map(|(c, rows)| (
+            Just(c),
+            Just(rows),
+            prop::collection::vec(
+                prop_oneof![8 => value(12.0), 1 => prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY])],
+                rows * c,
+            ),
+            prop::collection::vec(value(3.0), c),
+        ))
+    ) {
+        let n = rows * c;
+        let sum: Vec<f32> = x.iter().enumerate().map(|(i, &v)| v + bias[i % c.max(1)]).collect();
+        for k in tiers() {
+            for kind in KINDS {
+                let mut want = vec![0.0; n];
+                k.gelu_fwd(kind, &sum, &mut want, n).unwrap();
+                let mut got = vec![7.0; n + 3];
+                k.gelu_bias_fwd(kind, &x, &bias, &mut got, rows).unwrap();
+                prop_assert!(got[n..].iter().all(|&v| v == 7.0), "stray write");
+                for i in 0..n {
+                    prop_assert!(
+                        got[i].to_bits() == want[i].to_bits(),
+                        "{:?} {kind:?} [{i}]: got {} want {}", k.isa(), got[i], want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_fwd_short_slices_are_errors() {
+    let k = anvil::kernels::Kernels::best();
+    let mut y = vec![0.0; 6];
+    let r = k.gelu_bias_fwd(Gelu::Erf, &[0.0; 5], &[0.0; 3], &mut y, 2);
+    assert!(matches!(r, Err(KernelError::BadLength { arg: "x", .. })));
+    let r = k.gelu_bias_fwd(Gelu::Erf, &[0.0; 6], &[0.0; 3], &mut y[..5], 2);
+    assert!(matches!(r, Err(KernelError::BadLength { arg: "y", .. })));
+    assert!(
+        k.gelu_bias_fwd(Gelu::Erf, &[0.0; 6], &[0.0; 3], &mut y, 2)
+            .is_ok()
+    );
 }

@@ -124,6 +124,44 @@ impl Kernels {
         Ok(())
     }
 
+    /// GELU of a biased input, row by row: `y[r, c] = gelu(x[r, c] + bias[c])`, the same bits
+    /// as [`Kernels::gelu_fwd`] of the sum, in one pass (the inference path's Linear bias and
+    /// GELU). `// x, y: (rows, C), bias: (C)`. Runs on the calling thread.
+    ///
+    /// # Errors
+    /// [`crate::KernelError::BadLength`] when `x` or `y` holds fewer than `rows * C` elements,
+    /// [`crate::KernelError::BadShape`] when that overflows.
+    pub fn gelu_bias_fwd(
+        &self,
+        kind: Gelu,
+        x: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+        rows: usize,
+    ) -> Result<()> {
+        const OP: &str = "gelu_bias_fwd";
+        let c = bias.len();
+        let n = crate::qgemm::mul(OP, rows, c)?;
+        check_len(OP, "x", x.len(), n)?;
+        check_len(OP, "y", y.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let isa = self.isa();
+        for (x, y) in x[..n].chunks_exact(c).zip(y[..n].chunks_exact_mut(c)) {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
+                Isa::Avx512 => unsafe { avx512::fwd_bias(kind, x, bias, y) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { avx2::fwd_bias(kind, x, bias, y) },
+                _ => scalar::fwd_bias(kind, x, bias, y),
+            }
+        }
+        Ok(())
+    }
+
     /// GELU backward. x, dy: (n,); dx: (n,) `+= dy * gelu'(x)`.
     ///
     /// # Errors
@@ -188,6 +226,10 @@ mod scalar {
     pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         map([x, dy], [dx], true, |[x, g]| [g * grad(kind, x)]);
     }
+
+    pub(super) fn fwd_bias(kind: Gelu, x: &[f32], b: &[f32], y: &mut [f32]) {
+        map([x, b], [y], false, |[x, b]| [value(kind, x + b)]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -239,6 +281,13 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn fwd(kind: Gelu, x: &[f32], y: &mut [f32]) {
         map([x], [y], false, |[x]| [value(kind, x)]);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn fwd_bias(kind: Gelu, x: &[f32], b: &[f32], y: &mut [f32]) {
+        map([x, b], [y], false, |[x, b]| {
+            [value(kind, _mm256_add_ps(x, b))]
+        });
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -298,6 +347,13 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn fwd(kind: Gelu, x: &[f32], y: &mut [f32]) {
         map([x], [y], false, |[x]| [value(kind, x)]);
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn fwd_bias(kind: Gelu, x: &[f32], b: &[f32], y: &mut [f32]) {
+        map([x, b], [y], false, |[x, b]| {
+            [value(kind, _mm512_add_ps(x, b))]
+        });
     }
 
     #[target_feature(enable = "avx512f")]

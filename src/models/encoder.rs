@@ -407,6 +407,8 @@ pub struct SentenceEmbedder {
     /// Longest input in tokens (sentence-transformers' `max_seq_length`: 256 for MiniLM).
     pub max_len: usize,
     pub batch: usize,
+    /// The inference path's buffers, kept from call to call (fresh ones page-fault every call).
+    scratch: super::encoder_infer::Scratch,
 }
 
 impl SentenceEmbedder {
@@ -438,6 +440,7 @@ impl SentenceEmbedder {
             tokenizer,
             max_len,
             batch: 32,
+            scratch: Default::default(),
         })
     }
 
@@ -477,11 +480,10 @@ impl SentenceEmbedder {
         order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
         let mut out = vec![Vec::new(); texts.len()];
         let mut done = 0;
-        let mut scratch = super::encoder_infer::Scratch::default();
         for chunk in order.chunks(self.batch.max(1)) {
             // No padding: the sentences of a batch are packed (see `encoder_infer`).
             let seqs: Vec<&[u32]> = chunk.iter().map(|&i| tokens[i].as_slice()).collect();
-            let embs = self.encoder.embed_packed(&seqs, &mut scratch)?;
+            let embs = self.encoder.embed_packed(&seqs, &mut self.scratch)?;
             for (&i, e) in chunk.iter().zip(embs) {
                 out[i] = e;
             }

@@ -4,17 +4,18 @@
 //! real lengths (no padding at all): every per-token op (Linear, LayerNorm, GELU) runs on that
 //! matrix, and attention runs per sentence on its real length, so no work is spent on pad
 //! positions. Queries, keys and values come out of one GEMM (weights `[Wq; Wk; Wv]`, which for
-//! int8 also quantizes the activations once for the three); each Linear's bias is added in the
-//! pass that follows it (the split into q, k, v; GELU; the residual add before LayerNorm).
+//! int8 also quantizes the activations once for the three) and attention reads them from its
+//! output in place; each Linear's bias is added in the pass that follows it (attention; GELU;
+//! the residual add before LayerNorm).
 //! Buffers live in [`Scratch`] and are reused from batch to batch. It computes what
 //! [`Encoder::forward`] followed by [`super::mean_pool_normalize`] computes, with the same kernels;
 //! `tests/minilm.rs` holds it to the PyTorch reference.
 
-use super::encoder::{Encoder, EncoderConfig, Layer};
+use super::encoder::{Encoder, Layer};
 use super::{Error, Result};
 use crate::autograd::{Gelu, Graph, QParamId};
 use crate::kernels::Kernels;
-use crate::kernels::attention::{Attn, AttnDims, AttnSpec};
+use crate::kernels::attention::PackedQkv;
 use crate::kernels::gemm::{MatMut, MatRef};
 use crate::kernels::qgemm::QWeights;
 use crate::nn::{Linear, Norm, Qkv};
@@ -54,14 +55,10 @@ enum Weight {
 pub struct Scratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
     ctx: Vec<f32>,
     y: Vec<f32>,
     h: Vec<f32>,
     act: Vec<f32>,
-    lse: Vec<f32>,
 }
 
 /// The first `n` elements of `buf`, grown (zero-filled) when short. Stale contents.
@@ -237,85 +234,13 @@ fn add_norm(
     Ok(())
 }
 
-/// Splits `qkv: (n, 3 d)` into `q, k, v: (n, d)`, adding the bias `(3 d)`.
-fn split_qkv(qkv: &[f32], bias: &[f32], d: usize, out: [&mut [f32]; 3]) {
-    for (part, dst) in out.into_iter().enumerate() {
-        let b = &bias[part * d..(part + 1) * d];
-        dst.par_chunks_mut(ROWS * d)
-            .zip(qkv.par_chunks(ROWS * 3 * d))
-            .for_each(|(dc, sc)| {
-                for (dr, sr) in dc.chunks_exact_mut(d).zip(sc.chunks_exact(3 * d)) {
-                    let sr = &sr[part * d..(part + 1) * d];
-                    for ((o, &s), &c) in dr.iter_mut().zip(sr).zip(b) {
-                        *o = s + c;
-                    }
-                }
-            });
-    }
-}
-
-/// `act = GELU(h + bias)` (exact erf form), row by row; `h` gets the bias added.
+/// `act = GELU(h + bias)` (exact erf form), row by row, in one pass.
 /// `// h, act: (n, ff), bias: (ff)`
-fn bias_gelu(k: &Kernels, h: &mut [f32], bias: &[f32], act: &mut [f32]) -> Result<()> {
+fn bias_gelu(k: &Kernels, h: &[f32], bias: &[f32], act: &mut [f32]) -> Result<()> {
     let ff = bias.len();
-    h.par_chunks_mut(ROWS * ff)
+    h.par_chunks(ROWS * ff)
         .zip(act.par_chunks_mut(ROWS * ff))
-        .try_for_each(|(hc, ac)| {
-            for hr in hc.chunks_exact_mut(ff) {
-                hr.iter_mut().zip(bias).for_each(|(h, &c)| *h += c);
-            }
-            k.gelu_fwd(Gelu::Erf, hc, ac, hc.len())
-        })?;
-    Ok(())
-}
-
-/// Bidirectional attention of each sentence over its own tokens.
-/// `// q, k, v: (n, H * D) packed by sentence -> ctx: (n, H * D)`; `lse: (n * H)` scratch.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    kern: &Kernels,
-    c: &EncoderConfig,
-    lens: &[usize],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    ctx: &mut [f32],
-    lse: &mut [f32],
-) -> Result<()> {
-    let (d, h) = (c.d_model, c.n_heads);
-    let hs = d / h;
-    let spec = AttnSpec {
-        scale: 1.0 / (hs as f32).sqrt(),
-        causal: false,
-        window: None,
-    };
-    let mut jobs = Vec::with_capacity(lens.len());
-    let (mut ctx, mut lse, mut off) = (ctx, lse, 0);
-    for &l in lens {
-        let (c, rest) = ctx.split_at_mut(l * d);
-        let (s, rest_lse) = lse.split_at_mut(l * h);
-        jobs.push((off, l, c, s));
-        (ctx, lse, off) = (rest, rest_lse, off + l);
-    }
-    jobs.into_par_iter().try_for_each(|(o, l, out, lse)| {
-        let r = o * d..(o + l) * d;
-        let a = Attn {
-            dims: AttnDims {
-                batch: 1,
-                tq: l,
-                tk: l,
-                hq: h,
-                hkv: h,
-                d: hs,
-            },
-            spec,
-            q: &q[r.clone()],
-            k: &k[r.clone()],
-            v: &v[r],
-            key_mask: None,
-        };
-        kern.attention_fwd(&a, out, lse)
-    })?;
+        .try_for_each(|(hc, ac)| k.gelu_bias_fwd(Gelu::Erf, hc, bias, ac, hc.len() / ff))?;
     Ok(())
 }
 
@@ -382,15 +307,19 @@ impl Encoder {
         for (l, f) in self.layers.iter().zip(fused) {
             let qkv = take(&mut s.qkv, n * 3 * d);
             matmul(g, &kern, &f.qkv, x, n, qkv)?;
-            let (q, k, v) = (
-                take(&mut s.q, n * d),
-                take(&mut s.k, n * d),
-                take(&mut s.v, n * d),
-            );
-            split_qkv(qkv, &f.qkv_b, d, [&mut *q, &mut *k, &mut *v]);
             let ctx = take(&mut s.ctx, n * d);
-            let lse = take(&mut s.lse, n * c.n_heads);
-            attention(&kern, &c, &lens, q, k, v, ctx, lse)?;
+            // Each sentence over its own tokens, q, k, v and their bias read from qkv in place.
+            kern.attention_packed_fwd(
+                &PackedQkv {
+                    qkv,
+                    bias: &f.qkv_b,
+                    lens: &lens,
+                    heads: c.n_heads,
+                    d: d / c.n_heads,
+                    scale: 1.0 / ((d / c.n_heads) as f32).sqrt(),
+                },
+                ctx,
+            )?;
             let (out, ln1, fc, proj, ln2) = (&l.attn.out, &l.ln1, &l.fc, &l.proj, &l.ln2);
             matmul(g, &kern, &f.out, ctx, n, y)?;
             add_norm(&kern, x, y, bias(g, out, &zeros)?, norm(g, ln1)?)?;

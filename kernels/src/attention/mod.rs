@@ -21,12 +21,18 @@
 //! with `D_i = rowsum(dO_i * O_i)`: `dV += P^T dO`, `dS = P * (dO V^T - D)`,
 //! `dQ += scale dS K`, `dK += scale dS^T Q`, all ADDED into the gradient slices.
 //!
+//! `packed.rs` holds the encoder inference path's variant: packed sentences, q, k, v read from
+//! the fused projection ([`Kernels::attention_packed_fwd`]).
+//!
 //! Threads: the forward splits over `(batch, query head)`, the backward over `(batch, kv head)`
 //! groups (each owns its `dK`, `dV` rows and its query heads' `dQ` rows), and the blocking is
 //! fixed, so results are bit-identical for any thread count.
 
+mod packed;
 pub mod reference;
 mod tile;
+
+pub use packed::PackedQkv;
 
 use crate::error::check_len;
 use crate::par::SendPtr;

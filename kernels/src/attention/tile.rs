@@ -201,52 +201,69 @@ mod avx2 {
     /// As [`super::Mm::run_ptr`], and the CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn mm(p: &Raw) {
+        let mut j = 0;
+        while j < p.n {
+            // SAFETY: forwarded.
+            unsafe {
+                if p.n - j <= 8 {
+                    rows::<1>(p, j);
+                } else {
+                    rows::<NV>(p, j);
+                }
+            }
+            j += 8 * NV;
+        }
+    }
+
+    /// Every row tile of the columns `j..j + 8 V` (masked at the edge).
+    ///
+    /// # Safety
+    /// As [`mm`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows<const V: usize>(p: &Raw, j: usize) {
         let mut i = 0;
         while i < p.m {
-            let mut j = 0;
-            while j < p.n {
-                // SAFETY: forwarded; the tile lies inside the m x n block.
-                unsafe {
-                    match p.m - i {
-                        1 => tile::<1>(p, i, j),
-                        2 => tile::<2>(p, i, j),
-                        3 => tile::<3>(p, i, j),
-                        _ => tile::<4>(p, i, j),
-                    }
+            // SAFETY: forwarded; the tile lies inside the m x n block.
+            unsafe {
+                match p.m - i {
+                    1 => tile::<1, V>(p, i, j),
+                    2 => tile::<2, V>(p, i, j),
+                    3 => tile::<3, V>(p, i, j),
+                    _ => tile::<4, V>(p, i, j),
                 }
-                j += 8 * NV;
             }
             i += 4;
         }
     }
 
-    /// Rows `i..i + MR`, columns `j..j + 16` (masked at the edge).
+    /// Rows `i..i + MR`, columns `j..j + 8 V` (masked at the edge).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const MR: usize>(p: &Raw, i: usize, j: usize) {
+    unsafe fn tile<const MR: usize, const V: usize>(p: &Raw, i: usize, j: usize) {
         let rem = p.n - j;
-        let mut masks = [_mm256_setzero_si256(); NV];
+        let mut masks = [_mm256_setzero_si256(); V];
         for (v, m) in masks.iter_mut().enumerate() {
             *m = _mm256_castps_si256(mask(rem.saturating_sub(8 * v)));
         }
-        let mut c = [[_mm256_setzero_ps(); NV]; MR];
+        let mut c = [[_mm256_setzero_ps(); V]; MR];
         for q in 0..p.k {
-            let mut bv = [_mm256_setzero_ps(); NV];
-            for v in 0..NV {
+            let mut bv = [_mm256_setzero_ps(); V];
+            for v in 0..V {
                 // SAFETY: masked-off lanes are not read; the rest lie inside B's checked span.
                 bv[v] = unsafe { _mm256_maskload_ps(p.b.add(q * p.rsb + j + 8 * v), masks[v]) };
             }
             for (r, cr) in c.iter_mut().enumerate() {
                 // SAFETY: row i + r < m and q < k lie inside A's checked span.
                 let av = _mm256_set1_ps(unsafe { *p.a.add((i + r) * p.rsa + q * p.csa) });
-                for v in 0..NV {
+                for v in 0..V {
                     cr[v] = _mm256_fmadd_ps(av, bv[v], cr[v]);
                 }
             }
         }
         let alpha = _mm256_set1_ps(p.alpha);
         for (r, cr) in c.iter().enumerate() {
-            for v in 0..NV {
+            for v in 0..V {
                 if rem <= 8 * v {
                     break;
                 }
@@ -298,54 +315,74 @@ mod avx512 {
     /// As [`super::Mm::run_ptr`], and the CPU has AVX-512 F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn mm(p: &Raw) {
+        let mut j = 0;
+        while j < p.n {
+            // A narrow block (a short sentence's keys, a head of 32) runs only the vectors it
+            // covers, not four.
+            // SAFETY: forwarded.
+            unsafe {
+                match (p.n - j).div_ceil(16) {
+                    1 => rows::<1>(p, j),
+                    2 => rows::<2>(p, j),
+                    3 => rows::<3>(p, j),
+                    _ => rows::<NV>(p, j),
+                }
+            }
+            j += 16 * NV;
+        }
+    }
+
+    /// Every row tile of the columns `j..j + 16 V` (masked at the edge).
+    ///
+    /// # Safety
+    /// As [`mm`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const V: usize>(p: &Raw, j: usize) {
         let mut i = 0;
         while i < p.m {
-            let mut j = 0;
-            while j < p.n {
-                // SAFETY: forwarded; the tile lies inside the m x n block.
-                unsafe {
-                    match p.m - i {
-                        1 => tile::<1>(p, i, j),
-                        2 => tile::<2>(p, i, j),
-                        3 => tile::<3>(p, i, j),
-                        4 => tile::<4>(p, i, j),
-                        5 => tile::<5>(p, i, j),
-                        _ => tile::<MR>(p, i, j),
-                    }
+            // SAFETY: forwarded; the tile lies inside the m x n block.
+            unsafe {
+                match p.m - i {
+                    1 => tile::<1, V>(p, i, j),
+                    2 => tile::<2, V>(p, i, j),
+                    3 => tile::<3, V>(p, i, j),
+                    4 => tile::<4, V>(p, i, j),
+                    5 => tile::<5, V>(p, i, j),
+                    _ => tile::<MR, V>(p, i, j),
                 }
-                j += 16 * NV;
             }
             i += MR;
         }
     }
 
-    /// Rows `i..i + R`, columns `j..j + 64` (masked at the edge).
+    /// Rows `i..i + R`, columns `j..j + 16 V` (masked at the edge).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(p: &Raw, i: usize, j: usize) {
+    unsafe fn tile<const R: usize, const V: usize>(p: &Raw, i: usize, j: usize) {
         let rem = p.n - j;
-        let mut masks = [0 as __mmask16; NV];
+        let mut masks = [0 as __mmask16; V];
         for (v, m) in masks.iter_mut().enumerate() {
             *m = mask(rem.saturating_sub(16 * v));
         }
-        let mut c = [[_mm512_setzero_ps(); NV]; R];
+        let mut c = [[_mm512_setzero_ps(); V]; R];
         for q in 0..p.k {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for v in 0..NV {
+            let mut bv = [_mm512_setzero_ps(); V];
+            for v in 0..V {
                 // SAFETY: masked-off lanes are not read (nor fault); the rest lie in B's span.
                 bv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], p.b.add(q * p.rsb + j + 16 * v)) };
             }
             for (r, cr) in c.iter_mut().enumerate() {
                 // SAFETY: row i + r < m and q < k lie inside A's checked span.
                 let av = _mm512_set1_ps(unsafe { *p.a.add((i + r) * p.rsa + q * p.csa) });
-                for v in 0..NV {
+                for v in 0..V {
                     cr[v] = _mm512_fmadd_ps(av, bv[v], cr[v]);
                 }
             }
         }
         let alpha = _mm512_set1_ps(p.alpha);
         for (r, cr) in c.iter().enumerate() {
-            for v in 0..NV {
+            for v in 0..V {
                 if masks[v] == 0 {
                     break;
                 }
