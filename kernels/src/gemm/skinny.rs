@@ -145,6 +145,7 @@ pub(crate) fn gemv_dot(
         beta: 0.0,
         c: y.as_mut_ptr(),
         ldc: n,
+        bias: std::ptr::null(),
     };
     match isa {
         #[cfg(target_arch = "x86_64")]
