@@ -47,10 +47,10 @@ impl MicroKernel for Scalar {
                 } else {
                     alpha * v + beta * *cij
                 };
-                // SAFETY: a non-null bias holds nr > j values (trait contract).
                 *cij = if bias.is_null() {
                     r
                 } else {
+                    // SAFETY: a non-null bias holds nr > j values (trait contract).
                     r + unsafe { *bias.add(j) }
                 };
             }
