@@ -15,6 +15,14 @@ fn tolerance(k: usize, magnitude: f32) -> f32 {
 }
 
 /// A deterministic pseudo-random vector in [-1, 1).
+/// A rayon pool of `threads` threads, for comparing results across thread counts.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 fn fill(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
@@ -107,12 +115,6 @@ fn every_row_count_across_unroll_and_split_widths() {
 /// threads although they have fewer multiply-adds than the packed path's threshold.
 #[test]
 fn split_gemvs_bit_identical_across_thread_counts() {
-    let pool = |t| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-    };
     for kern in Kernels::available().unwrap() {
         for (m, n, k, dot) in [
             (1, 384, 384, false),
@@ -140,12 +142,6 @@ fn split_gemvs_bit_identical_across_thread_counts() {
 /// and 2 threads.
 #[test]
 fn prefetching_gemvs_match_the_reference_on_every_tier() {
-    let pool = |t| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-    };
     for kern in Kernels::available().unwrap() {
         for (m, n, k, dot, pad) in [
             (1, 769, 700, false, 0),

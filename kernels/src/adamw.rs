@@ -125,15 +125,7 @@ impl Kernels {
         t: u64,
     ) -> Result<()> {
         let n = param.len();
-        check_all(
-            "adamw",
-            &[
-                ("grad", grad.len(), n),
-                ("m", m.len(), n),
-                ("v", v.len(), n),
-            ],
-        )?;
-        let c = Coeffs::new(h, t)?;
+        let c = prepare("adamw", n, [grad.len(), m.len(), v.len()], h, t)?;
         let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
         let isa = self.isa();
         if parallel(n) {
@@ -171,15 +163,7 @@ impl Kernels {
         t: u64,
     ) -> Result<()> {
         let n = param.len();
-        check_all(
-            "adamw_zero_grad",
-            &[
-                ("grad", grad.len(), n),
-                ("m", m.len(), n),
-                ("v", v.len(), n),
-            ],
-        )?;
-        let c = Coeffs::new(h, t)?;
+        let c = prepare("adamw_zero_grad", n, [grad.len(), m.len(), v.len()], h, t)?;
         let (grad, m, v) = (&mut grad[..n], &mut m[..n], &mut v[..n]);
         let isa = self.isa();
         let task = |((p, g), (m, v)): ZeroTask| {
@@ -200,6 +184,14 @@ impl Kernels {
         }
         Ok(())
     }
+}
+
+/// The checks both entry points make: `grad`, `m`, `v` (lengths `lens`) at least `n` long, and
+/// the step's coefficients.
+fn prepare(op: &'static str, n: usize, lens: [usize; 3], h: &AdamW, t: u64) -> Result<Coeffs> {
+    let [g, m, v] = lens;
+    check_all(op, &[("grad", g, n), ("m", m, n), ("v", v, n)])?;
+    Coeffs::new(h, t)
 }
 
 /// One step over equal-length slices on `isa`.
