@@ -4,15 +4,22 @@ f32. Models: GPT-2 124M, the tiny GPT (vocab 4096, 6 layers, d 384, 6 heads) and
 Mixtral-style mixture (SwiGLU experts of width 1536, untied head).
 
 Run by `anvil bench decode --torch PYTHON`; prints one JSON object per line (`tokens_per_s`).
+With --serve (as `anvil bench decode --torch` runs it, in turn with ours), each line read names a
+model and is answered with the seconds of one prefill and of the whole decode.
 Not part of the test command.
 """
 
 import argparse
 import json
+import os
+import sys
 import time
 
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel, MixtralConfig, MixtralForCausalLM
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_timing import serve  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel, MixtralConfig, MixtralForCausalLM  # noqa: E402
 
 PROMPT, NEW = 64, 64
 
@@ -51,9 +58,25 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--min-rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="only the models whose name contains this")
+    ap.add_argument("--serve", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.serve:
+        makers = {name: (cls, cfg) for name, cls, cfg in models()}
+        loaded = {}
+
+        def run(name):
+            if name not in loaded:
+                cls, cfg = makers[name]
+                model = cls(cfg).eval()
+                prompt = torch.tensor([[(i * 7919 + 13) % cfg.vocab_size for i in range(PROMPT)]])
+                once(model, prompt)  # warm-up
+                loaded[name] = (model, prompt)
+            return list(once(*loaded[name]))
+
+        serve(run)
+        return
     for name, cls, cfg in models():
         if args.only not in name:
             continue

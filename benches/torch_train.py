@@ -8,15 +8,18 @@ plus 0.01 x the balancing loss for the MoE), backward, optimizer step, zero_grad
 
 Prints one JSON object per line:
   {"name": "torch/tiny-gpt", "config": "B8xT128 d384 L6 V4096", "threads": 2, "tokens_per_s": ...}
+With --serve (as `anvil bench train --torch` runs it, stepping in turn with ours), reads a
+configuration name per line and answers the seconds of one step of it.
 """
 
 import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_timing import median_seconds  # noqa: E402
+from torch_timing import median_seconds, serve  # noqa: E402
 
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, MixtralConfig, MixtralForCausalLM  # noqa: E402
@@ -38,32 +41,53 @@ def configs():
     yield "gpt2-124m", "B4xT64 d768 L12 V50257", 4, 64, lambda: GPT2LMHeadModel(GPT2Config(**gpt2))
 
 
+class Runner:
+    """One configuration's model, optimizer and batch; `step` is one timed training step."""
+
+    def __init__(self, b, t, make):
+        self.model = make().float().train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.95),
+                                     eps=1e-8, weight_decay=0.1)
+        self.ids = torch.randint(0, self.model.config.vocab_size, (b, t))
+
+    def step(self):
+        out = self.model(input_ids=self.ids, labels=self.ids)
+        out.loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--only", default="")
+    ap.add_argument("--serve", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.serve:
+        makers = {name: (b, t, make) for name, _, b, t, make in configs()}
+        runners = {}
+
+        def run(name):
+            if name not in runners:
+                runners[name] = Runner(*makers[name])
+                for _ in range(2):
+                    runners[name].step()
+            t0 = time.perf_counter()
+            runners[name].step()
+            return [time.perf_counter() - t0]
+
+        serve(run)
+        return
     for name, label, b, t, make in configs():
         if a.only and a.only not in name:
             continue
-        model = make().float().train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
-                                weight_decay=0.1)
-        ids = torch.randint(0, model.config.vocab_size, (b, t))
-
-        def step():
-            out = model(input_ids=ids, labels=ids)
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        secs = median_seconds(step, a.seconds, min_runs=3, warmup=2)
+        r = Runner(b, t, make)
+        secs = median_seconds(r.step, a.seconds, min_runs=3, warmup=2)
         print(json.dumps({"name": f"torch/{name}", "config": label, "threads": a.threads,
                           "tokens_per_s": b * t / secs, "seconds": secs}), flush=True)
-
 
 if __name__ == "__main__":
     main()

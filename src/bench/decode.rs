@@ -2,7 +2,7 @@
 //! a 64-token prompt then 64 new tokens (greedy), on random-weight models of three sizes, f32 and
 //! int8 weights.
 
-use super::{Record, median};
+use super::Record;
 use crate::generate::argmax;
 use crate::models::{Arch, Config, Model};
 use std::time::{Duration, Instant};
@@ -47,16 +47,15 @@ pub fn decode_models() -> Vec<DecodeModel> {
     ]
 }
 
-/// Median seconds of the prefill and of the whole decode, over rounds until `budget` passes
-/// (at least 3 rounds, after one warm-up).
+/// One generation on `m`: the seconds of the prefill and of the whole decode.
 ///
 /// # Errors
 /// The model's errors, as text.
-pub fn time_decode(m: &mut Model, budget: Duration) -> Result<(f64, f64), String> {
+pub fn decode_once(m: &mut Model) -> Result<Vec<f64>, String> {
     let prompt: Vec<u32> = (0..PROMPT as u32)
         .map(|i| (i * 7919 + 13) % m.config().vocab_size as u32)
         .collect();
-    let once = |m: &mut Model| -> crate::models::Result<(f64, f64)> {
+    let once = |m: &mut Model| -> crate::models::Result<Vec<f64>> {
         let mut cache = m.new_cache(1, Some(PROMPT + NEW + 1));
         let t0 = Instant::now();
         let l = m.forward_cached_last(&prompt, &[0], &mut cache)?;
@@ -71,17 +70,9 @@ pub fn time_decode(m: &mut Model, budget: Duration) -> Result<(f64, f64), String
             next = argmax(m.graph_ref().value(l)?);
             m.graph().clear();
         }
-        Ok((prefill, t1.elapsed().as_secs_f64()))
+        Ok(vec![prefill, t1.elapsed().as_secs_f64()])
     };
-    once(m).map_err(|e| e.to_string())?;
-    let (mut p, mut d) = (Vec::new(), Vec::new());
-    let start = Instant::now();
-    while p.len() < 3 || start.elapsed() < budget {
-        let (a, b) = once(m).map_err(|e| e.to_string())?;
-        p.push(a);
-        d.push(b);
-    }
-    Ok((median(p), median(d)))
+    once(m).map_err(|e| e.to_string())
 }
 
 /// Bytes of weights a decode step reads: every parameter at its storage size, except the
@@ -113,57 +104,93 @@ pub fn weight_bytes_per_token(m: &Model) -> usize {
         .sum()
 }
 
+/// A peer generating with the model of the given name: the seconds of its prefill and of its
+/// whole decode, as [`decode_once`] reports ours.
+pub type DecodePeer<'a> = &'a mut (dyn FnMut(&str) -> Result<Vec<f64>, String> + Send);
+
 /// Prefill and decode records for every model, f32 then int8, plus the decode's weight
-/// traffic (`gbps`).
+/// traffic (`gbps`). With a `peer`, its generation runs in turn with ours, round after round,
+/// and the records add its figures and our speed-ups over it (`ratio`, per round, median):
+/// prefill and decode in f32, and the int8 decode against the peer's (f32) decode.
+///
+/// `only`: the models whose name contains it.
 ///
 /// # Errors
-/// The model's errors, as text.
-/// `only`: the models whose name contains it.
+/// The model's or the peer's errors, as text.
 pub fn decode_records(
     threads: usize,
     budget: Duration,
     only: Option<&str>,
+    mut peer: Option<DecodePeer>,
 ) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     for dm in decode_models() {
         if only.is_some_and(|o| !dm.name.contains(o)) {
             continue;
         }
-        for int8 in [false, true] {
-            let mut m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
-            if int8 {
-                m.quantize().map_err(|e| e.to_string())?;
+        let mut f32m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
+        let mut int8m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
+        int8m.quantize().map_err(|e| e.to_string())?;
+        let r = {
+            let mut a = || decode_once(&mut f32m);
+            let mut b = || decode_once(&mut int8m);
+            let mut theirs = peer.as_mut().map(|p| move || p(dm.name));
+            let mut runs: Vec<super::Timed> = vec![&mut a, &mut b];
+            if let Some(t) = theirs.as_mut() {
+                runs.push(t);
             }
-            let (p, d) = time_decode(&mut m, budget)?;
-            let tag = format!("anvil/{}-{}", dm.name, if int8 { "int8" } else { "f32" });
-            let shape = format!("{PROMPT}+{NEW}");
-            let rec = |name: String, unit, value, seconds| Record {
+            super::rounds(&mut runs, budget, 3)?
+        };
+        let shape = format!("{PROMPT}+{NEW}");
+        let mut rec = |name: String, unit, value, seconds| {
+            out.push(Record {
                 name,
                 shape: shape.clone(),
                 threads,
                 unit,
                 value,
                 seconds,
-            };
-            out.push(rec(
+            })
+        };
+        let engines = [
+            (format!("anvil/{}-f32", dm.name), Some(&f32m)),
+            (format!("anvil/{}-int8", dm.name), Some(&int8m)),
+            (format!("torch/{}-f32", dm.name), None),
+        ];
+        for (run, (tag, model)) in engines.into_iter().enumerate().take(r.samples.len()) {
+            let (p, d) = (r.median(run, 0), r.median(run, 1));
+            rec(
                 format!("{tag}/prefill"),
                 "tokens_per_s",
                 PROMPT as f64 / p,
                 p,
-            ));
-            out.push(rec(
-                format!("{tag}/decode"),
-                "tokens_per_s",
-                NEW as f64 / d,
-                d,
-            ));
-            let bytes = weight_bytes_per_token(&m) as f64;
-            out.push(rec(
-                format!("{tag}/decode_weights"),
-                "gbps",
-                bytes * NEW as f64 / d / 1e9,
-                d,
-            ));
+            );
+            rec(format!("{tag}/decode"), "tokens_per_s", NEW as f64 / d, d);
+            if let Some(m) = model {
+                let bytes = weight_bytes_per_token(m) as f64;
+                rec(
+                    format!("{tag}/decode_weights"),
+                    "gbps",
+                    bytes * NEW as f64 / d / 1e9,
+                    d,
+                );
+            }
+        }
+        if r.samples.len() > 2 {
+            let tag = format!("anvil/{}", dm.name);
+            for (name, ours) in [
+                ("f32/prefill_vs_torch", (0, 0)),
+                ("f32/decode_vs_torch", (0, 1)),
+                ("int8/decode_vs_torch_f32", (1, 1)),
+            ] {
+                let theirs = (2, ours.1);
+                rec(
+                    format!("{tag}-{name}"),
+                    "ratio",
+                    r.speedup(ours, theirs),
+                    r.median(ours.0, ours.1),
+                );
+            }
         }
     }
     Ok(out)

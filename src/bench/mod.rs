@@ -13,7 +13,7 @@ pub mod rows;
 pub mod train;
 
 pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, measure_block};
-pub use decode::{DecodeModel, decode_models, decode_records};
+pub use decode::{DecodeModel, DecodePeer, decode_models, decode_records};
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
 pub use qgemm::{CONVERT_LEN, ConvertRun, QGEMM_SHAPES, QRun, convert_runs, qgemm_runs};
 pub use rows::{RowBench, row_benches};
@@ -29,7 +29,8 @@ pub struct Record {
     /// The problem, e.g. `256x768x3072` (m x k x n).
     pub shape: String,
     pub threads: usize,
-    /// The figure's unit key: `gflops`, `gbps`, `gops`, `tokens_per_s` or `sentences_per_s`.
+    /// The figure's unit key: `gflops`, `gbps`, `gops`, `tokens_per_s` or `sentences_per_s`;
+    /// or `ratio` for a speed-up over a peer (see [`Rounds::speedup`]).
     pub unit: &'static str,
     /// Median over the repetitions.
     pub value: f64,
@@ -65,6 +66,78 @@ pub fn interleaved(runs: &mut [&mut dyn FnMut()], budget: Duration, min_rounds: 
         rounds += 1;
     }
     samples.into_iter().map(median).collect()
+}
+
+/// A run that reports the seconds of each of its figures (e.g. a peer process timing itself, or
+/// a generation timing its prefill and its decode).
+pub type Timed<'a> = &'a mut dyn FnMut() -> Result<Vec<f64>, String>;
+
+/// Wraps `f` as a [`Timed`] run of one figure: its wall-clock seconds.
+pub fn wall_clock(mut f: impl FnMut()) -> impl FnMut() -> Result<Vec<f64>, String> {
+    move || {
+        let t = Instant::now();
+        f();
+        Ok(vec![t.elapsed().as_secs_f64()])
+    }
+}
+
+/// Every run's seconds, round after round: `samples[run][figure][round]`.
+#[derive(Clone, Debug, Default)]
+pub struct Rounds {
+    pub samples: Vec<Vec<Vec<f64>>>,
+}
+
+impl Rounds {
+    /// The median seconds of `run`'s figure `fig` (0 when it has none).
+    pub fn median(&self, run: usize, fig: usize) -> f64 {
+        median(self.figure(run, fig).to_vec())
+    }
+
+    /// How many times faster `ours` ran than `theirs` (each a `(run, figure)`): the median over
+    /// rounds of `theirs / ours`, each round's pair measured side by side, so a slow spell of
+    /// the host weighs on both sides of a ratio rather than on one engine's median.
+    pub fn speedup(&self, ours: (usize, usize), theirs: (usize, usize)) -> f64 {
+        let a = self.figure(ours.0, ours.1);
+        let b = self.figure(theirs.0, theirs.1);
+        median(a.iter().zip(b).map(|(a, b)| b / a).collect())
+    }
+
+    fn figure(&self, run: usize, fig: usize) -> &[f64] {
+        self.samples
+            .get(run)
+            .and_then(|r| r.get(fig))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// As [`interleaved`], for runs that report their own figures: each run once untimed (warm-up),
+/// then all in turn, round after round, until `budget` has passed (at least `min_rounds`).
+///
+/// # Errors
+/// The first error a run returns, or a run whose number of figures changes between rounds.
+pub fn rounds(runs: &mut [Timed], budget: Duration, min_rounds: usize) -> Result<Rounds, String> {
+    let mut samples: Vec<Vec<Vec<f64>>> = Vec::with_capacity(runs.len());
+    for r in runs.iter_mut() {
+        let figs = r()?.len();
+        samples.push(vec![Vec::new(); figs]);
+    }
+    let start = Instant::now();
+    let mut done = 0;
+    while done < min_rounds || (start.elapsed() < budget && done < 10_000) {
+        for (i, (r, s)) in runs.iter_mut().zip(&mut samples).enumerate() {
+            let secs = r()?;
+            if secs.len() != s.len() {
+                return Err(format!(
+                    "run {i} reported {} figures, then {}",
+                    s.len(),
+                    secs.len()
+                ));
+            }
+            s.iter_mut().zip(secs).for_each(|(s, t)| s.push(t));
+        }
+        done += 1;
+    }
+    Ok(Rounds { samples })
 }
 
 /// The median of `v` (the upper one for an even count); 0 for an empty `v`.
@@ -109,5 +182,50 @@ pub fn roofline(threads: usize) -> Roofline {
     Roofline {
         peak_gflops: flops / t[0] / 1e9,
         copy_gbps: (2 * 4 * per * threads) as f64 / t[1] / 1e9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_pair_each_rounds_figures() {
+        // Ours takes 1, 2, 3, ... seconds by round; the peer always twice ours, plus a second
+        // figure: a speed-up of exactly 2 whatever the drift, which medians of each side would
+        // also give here, and 3 against the second figure.
+        let (mut a, mut b) = (0.0, 0.0);
+        let mut ours = || -> Result<Vec<f64>, String> {
+            a += 1.0;
+            Ok(vec![a])
+        };
+        let mut peer = || -> Result<Vec<f64>, String> {
+            b += 1.0;
+            Ok(vec![2.0 * b, 3.0 * b])
+        };
+        let r = rounds(&mut [&mut ours, &mut peer], Duration::ZERO, 5).unwrap();
+        // The warm-up call is not kept.
+        assert_eq!(r.samples[0][0], [2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(r.samples[1].len(), 2);
+        assert_eq!(r.speedup((0, 0), (1, 0)), 2.0);
+        assert_eq!(r.speedup((0, 0), (1, 1)), 3.0);
+        assert_eq!(r.median(1, 1), 12.0);
+        assert_eq!(r.median(2, 0), 0.0);
+    }
+
+    #[test]
+    fn rounds_report_errors_and_changing_figures() {
+        let mut bad = || -> Result<Vec<f64>, String> { Err("peer died".into()) };
+        assert_eq!(
+            rounds(&mut [&mut bad], Duration::ZERO, 1).unwrap_err(),
+            "peer died"
+        );
+        let mut n = 0;
+        let mut shifty = || -> Result<Vec<f64>, String> {
+            n += 1;
+            Ok(vec![1.0; n])
+        };
+        let e = rounds(&mut [&mut shifty], Duration::ZERO, 1).unwrap_err();
+        assert!(e.contains("reported 1 figures, then 2"), "{e}");
     }
 }

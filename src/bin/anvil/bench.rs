@@ -30,7 +30,9 @@ Families:
 Options:
   --threads N     threads to use (default: all cores)
   --json          one JSON object per line instead of a table
-  --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed)
+  --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed);
+                  for block, train, embed and decode it runs in turn with ours, round after
+                  round, and each `vs_torch` line is the median of the per-round speed-ups
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes (gemm) or models (decode, train) whose label contains TEXT
   --llmc BIN      (train) also run llm.c's compiled train_gpt2, paused while ours steps and
@@ -94,53 +96,70 @@ pub fn main(args: &[String]) -> Result<(), String> {
         header: false,
     };
     out.roofline(threads);
-    match family {
-        "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out))?,
-        "rows" => pool.install(|| rows(threads, budget, &mut out))?,
-        "qgemm" => pool.install(|| qgemm(threads, budget, &mut out))?,
-        "train" => {
-            pool.install(|| train(threads, budget, f.value("only"), llmc.as_ref(), &mut out))?
-        }
-        "embed" => pool.install(|| embed(threads, budget, &model_dir(&f)?, &mut out))?,
-        "block" => return pool.install(|| block(threads, budget, f.value("torch"), json)),
-        "decode" => {
-            for r in pool.install(|| bench::decode_records(threads, budget, f.value("only")))? {
-                out.record(&r);
-            }
-        }
-        other => {
-            return Err(format!(
-                "unknown bench family `{other}` (known: {})",
-                FAMILIES.join(", ")
-            ));
-        }
-    }
-    if let Some(py) = f.value("torch") {
-        let mut extra = Vec::new();
-        if family == "embed" {
-            // The peer embeds the very same sentences with the very same model.
-            let path = std::env::temp_dir().join(format!("anvil-embed-{}.txt", std::process::id()));
-            std::fs::write(&path, bench::embed::sentences(EMBED_SENTENCES).join("\n"))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            extra = vec![
+    // `train`, `embed` and `decode` step PyTorch in turn with ours (a served child); the other
+    // families run its script after ours.
+    let served = matches!(family, "train" | "embed" | "decode");
+    let torch_py = f.value("torch");
+    // The peer embeds the very same sentences with the very same model.
+    let sentences = std::env::temp_dir().join(format!("anvil-embed-{}.txt", std::process::id()));
+    let mut server = match (torch_py, family) {
+        (Some(py), "embed") => {
+            std::fs::write(
+                &sentences,
+                bench::embed::sentences(EMBED_SENTENCES).join("\n"),
+            )
+            .map_err(|e| format!("{}: {e}", sentences.display()))?;
+            let extra = [
                 "--model".to_string(),
                 model_dir(&f)?,
                 "--sentences".to_string(),
-                path.display().to_string(),
+                sentences.display().to_string(),
             ];
+            Some(TorchServer::start(py, family, threads, &extra))
         }
-        // The decode and train scripts take the time budget and the model filter too.
-        if family == "decode" || family == "train" {
-            extra.extend(["--seconds".to_string(), seconds.to_string()]);
-            if let Some(o) = f.value("only") {
-                extra.extend(["--only".to_string(), o.to_string()]);
-            }
+        (Some(py), _) if served => Some(TorchServer::start(py, family, threads, &[])),
+        _ => None,
+    }
+    .transpose()?;
+    let result = match family {
+        "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out)),
+        "rows" => pool.install(|| rows(threads, budget, &mut out)),
+        "qgemm" => pool.install(|| qgemm(threads, budget, &mut out)),
+        "train" => pool.install(|| {
+            train(
+                threads,
+                budget,
+                f.value("only"),
+                llmc.as_ref(),
+                server.as_mut(),
+                &mut out,
+            )
+        }),
+        "embed" => {
+            pool.install(|| embed(threads, budget, &model_dir(&f)?, server.as_mut(), &mut out))
         }
-        let r = torch(py, family, threads, &extra, &mut out);
-        if family == "embed" {
-            let _ = std::fs::remove_file(&extra[3]);
+        "block" => return pool.install(|| block(threads, budget, torch_py, json)),
+        "decode" => {
+            let mut peer = server.as_mut().map(|s| move |name: &str| s.request(name));
+            let peer = peer.as_mut().map(|p| p as bench::DecodePeer);
+            pool.install(|| bench::decode_records(threads, budget, f.value("only"), peer))
+                .map(|recs| {
+                    for r in recs {
+                        out.record(&r);
+                    }
+                })
         }
-        r?;
+        other => Err(format!(
+            "unknown bench family `{other}` (known: {})",
+            FAMILIES.join(", ")
+        )),
+    };
+    if family == "embed" && torch_py.is_some() {
+        let _ = std::fs::remove_file(&sentences);
+    }
+    result?;
+    if let (Some(py), false) = (torch_py, served) {
+        torch(py, family, threads, &[], &mut out)?;
     }
     Ok(())
 }
@@ -193,6 +212,7 @@ impl Output {
             "tokens_per_s" => "tok/s",
             "gbps" => "GB/s",
             "gops" => "GOP/s",
+            "ratio" => "x",
             u => u,
         };
         let share = if peak.is_finite() {
@@ -305,6 +325,7 @@ fn train(
     budget: Duration,
     only: Option<&str>,
     llmc: Option<&bench::llmc::Llmc>,
+    mut torch: Option<&mut TorchServer>,
     out: &mut Output,
 ) -> Result<(), String> {
     for b in bench::train_benches() {
@@ -312,35 +333,72 @@ fn train(
             continue;
         }
         let mut step = bench::train_step(&b).map_err(|e| e.to_string())?;
-        // llm.c's trainer is GPT-2 124M at B 4, T 64 only: it steps in turn with that one.
-        let (secs, peer) = match llmc.filter(|_| b.name == "gpt2-124m") {
-            Some(peer) => {
-                peer.prepare()?;
-                step(); // warm-up, before the child starts
-                let t = bench::llmc::interleave(&mut step, peer, budget, 3)?;
-                (t.ours, Some(t))
-            }
-            None => (bench::interleaved(&mut [&mut step], budget, 3)[0], None),
-        };
-        let engines = [("anvil", Some(secs)), ("llmc", peer.map(|t| t.llmc))];
-        for (engine, s) in engines {
-            let Some(s) = s else { continue };
+        let tokens = b.tokens() as f64;
+        let json = out.json;
+        let mut rec = |name: String, unit, value, seconds| {
             out.record(&Record {
-                name: format!("{engine}/{}", b.name),
+                name,
                 shape: b.label(),
                 threads,
-                unit: "tokens_per_s",
-                value: b.tokens() as f64 / s,
-                seconds: s,
-            });
+                unit,
+                value,
+                seconds,
+            })
+        };
+        // llm.c's trainer is GPT-2 124M at B 4, T 64 only: it steps in turn with that one,
+        // by pausing and resuming it (it runs its own loop).
+        if let Some(peer) = llmc.filter(|_| b.name == "gpt2-124m") {
+            peer.prepare()?;
+            step(); // warm-up, before the child starts
+            let t = bench::llmc::interleave(&mut step, peer, budget, 3)?;
+            rec(
+                format!("anvil/{}", b.name),
+                "tokens_per_s",
+                tokens / t.ours,
+                t.ours,
+            );
+            rec(
+                format!("llmc/{}", b.name),
+                "tokens_per_s",
+                tokens / t.llmc,
+                t.llmc,
+            );
+            if !json {
+                println!(
+                    "  {:.0} ms/step ours, {:.0} ms/step llm.c (median of its {} steps): ours {:.2}x llm.c",
+                    1e3 * t.ours,
+                    1e3 * t.llmc,
+                    t.llmc_steps,
+                    t.llmc / t.ours
+                );
+            }
+            if torch.is_none() {
+                continue;
+            }
         }
-        if let (Some(t), false) = (peer, out.json) {
-            println!(
-                "  {:.0} ms/step ours, {:.0} ms/step llm.c (median of its {} steps): ours {:.2}x llm.c",
-                1e3 * t.ours,
-                1e3 * t.llmc,
-                t.llmc_steps,
-                t.llmc / t.ours
+        let mut ours = bench::wall_clock(&mut step);
+        let mut theirs = torch.as_mut().map(|s| move || s.request(b.name));
+        let mut runs: Vec<bench::Timed> = vec![&mut ours];
+        if let Some(t) = theirs.as_mut() {
+            runs.push(t);
+        }
+        let r = bench::rounds(&mut runs, budget, 3)?;
+        let engines = ["anvil", "torch"];
+        for (run, engine) in engines.iter().enumerate().take(r.samples.len()) {
+            let s = r.median(run, 0);
+            rec(
+                format!("{engine}/{}", b.name),
+                "tokens_per_s",
+                tokens / s,
+                s,
+            );
+        }
+        if r.samples.len() > 1 {
+            rec(
+                format!("anvil/{}/vs_torch", b.name),
+                "ratio",
+                r.speedup((0, 0), (1, 0)),
+                r.median(0, 0),
             );
         }
     }
@@ -373,7 +431,13 @@ pub fn model_dir(f: &Flags) -> Result<String, String> {
 /// Sentences in one batch size as `anvil embed` uses it.
 const EMBED_SENTENCES: usize = 256;
 
-fn embed(threads: usize, budget: Duration, dir: &str, out: &mut Output) -> Result<(), String> {
+fn embed(
+    threads: usize,
+    budget: Duration,
+    dir: &str,
+    torch: Option<&mut TorchServer>,
+    out: &mut Output,
+) -> Result<(), String> {
     let mut e = anvil::models::SentenceEmbedder::load(dir).map_err(|e| e.to_string())?;
     let texts = bench::embed::sentences(EMBED_SENTENCES);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -404,19 +468,45 @@ fn embed(threads: usize, budget: Duration, dir: &str, out: &mut Output) -> Resul
                 .expect("embedding the bench sentences"),
         );
     };
-    let secs = bench::interleaved(&mut [&mut run, &mut run_q], budget, 3);
-    for (name, s) in [
-        ("anvil/minilm_f32", secs[0]),
-        ("anvil/minilm_int8", secs[1]),
-    ] {
+    let mut f32_run = bench::wall_clock(&mut run);
+    let mut int8_run = bench::wall_clock(&mut run_q);
+    let mut theirs = torch.map(|s| move || s.request("embed"));
+    let mut runs: Vec<bench::Timed> = vec![&mut f32_run, &mut int8_run];
+    if let Some(t) = theirs.as_mut() {
+        runs.push(t);
+    }
+    let r = bench::rounds(&mut runs, budget, 3)?;
+    let shape = format!("{EMBED_SENTENCES} sentences x batch 32");
+    let engines = [
+        "anvil/minilm_f32",
+        "anvil/minilm_int8",
+        "torch/sentence_transformers_f32",
+    ];
+    for (run, name) in engines.iter().enumerate().take(r.samples.len()) {
+        let s = r.median(run, 0);
         out.record(&Record {
-            name: name.into(),
-            shape: format!("{EMBED_SENTENCES} sentences x batch 32"),
+            name: (*name).into(),
+            shape: shape.clone(),
             threads,
             unit: "sentences_per_s",
             value: EMBED_SENTENCES as f64 / s,
             seconds: s,
         });
+    }
+    if r.samples.len() > 2 {
+        for (name, ours) in [
+            ("anvil/minilm_f32/vs_torch", 0),
+            ("anvil/minilm_int8/vs_torch_f32", 1),
+        ] {
+            out.record(&Record {
+                name: name.into(),
+                shape: shape.clone(),
+                threads,
+                unit: "ratio",
+                value: r.speedup((ours, 0), (2, 0)),
+                seconds: r.median(ours, 0),
+            });
+        }
     }
     if !out.json {
         println!(
@@ -513,7 +603,9 @@ fn parse_torch_line(line: &str) -> Option<Record> {
     (!r.name.is_empty() && !r.unit.is_empty()).then_some(r)
 }
 
-/// A `benches/torch_block.py --serve` child answering one step's seconds per request line.
+/// A `benches/torch_FAMILY.py --serve` child: each request line names a job, and the child
+/// answers with the seconds of each of its figures, timed by itself, so its runs interleave with
+/// ours.
 struct TorchServer {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
@@ -521,13 +613,20 @@ struct TorchServer {
 }
 
 impl TorchServer {
-    fn start(python: &str, threads: usize) -> Result<Self, String> {
+    fn start(python: &str, family: &str, threads: usize, extra: &[String]) -> Result<Self, String> {
         use std::process::{Command, Stdio};
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_block.py");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("benches/torch_{family}.py"));
+        if !script.exists() {
+            return Err(format!(
+                "no PyTorch script for `{family}` at {}",
+                script.display()
+            ));
+        }
         let mut child = Command::new(python)
             .arg(&script)
             .args(["--serve", "--threads", &threads.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -541,20 +640,29 @@ impl TorchServer {
         })
     }
 
-    /// Seconds of one PyTorch step on `(b, t)`.
-    fn step(&mut self, (b, t): (usize, usize)) -> Result<f64, String> {
+    /// Runs `job` once in the child: the seconds of each of its figures.
+    fn request(&mut self, job: &str) -> Result<Vec<f64>, String> {
         use std::io::{BufRead, Write};
-        writeln!(self.stdin, "{b} {t}").map_err(|e| format!("torch child: {e}"))?;
-        self.stdin
-            .flush()
-            .map_err(|e| format!("torch child: {e}"))?;
+        let gone =
+            |e: std::io::Error| format!("the torch child stopped (its stderr is above): {e}");
+        writeln!(self.stdin, "{job}").map_err(gone)?;
+        self.stdin.flush().map_err(gone)?;
         let mut line = String::new();
         self.stdout
             .read_line(&mut line)
             .map_err(|e| format!("torch child: {e}"))?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("torch child answered {line:?} (did it fail? see stderr)"))
+        let secs: Option<Vec<f64>> = line
+            .split_whitespace()
+            .map(|v| v.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0))
+            .collect();
+        secs.filter(|v| !v.is_empty()).ok_or_else(|| {
+            format!("torch child answered {line:?} to {job:?} (did it fail? see stderr)")
+        })
+    }
+
+    /// Seconds of one PyTorch step of the GPT-2 block on `(b, t)`.
+    fn step(&mut self, (b, t): (usize, usize)) -> Result<f64, String> {
+        Ok(self.request(&format!("{b} {t}"))?[0])
     }
 }
 
@@ -569,7 +677,7 @@ impl Drop for TorchServer {
 fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let mut server = torch
-        .map(|py| TorchServer::start(py, threads))
+        .map(|py| TorchServer::start(py, "block", threads, &[]))
         .transpose()?;
     if !json {
         println!(
