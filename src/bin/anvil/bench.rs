@@ -89,10 +89,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     // A bad ANVIL_ISA is reported before any measuring starts.
     anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let json = f.has("json");
+    let busy = busy_before();
     let roof = pool.install(|| bench::roofline(threads));
     let mut out = Output {
         json,
         roof,
+        busy,
         header: false,
     };
     out.roofline(threads);
@@ -164,9 +166,44 @@ pub fn main(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// What else the machine was doing just before we measured (Linux `/proc/stat`, sampled over a
+/// quarter second while we idle): cores' worth of busy time, and the share the hypervisor stole.
+#[derive(Clone, Copy, Debug)]
+struct Busy {
+    cores: f64,
+    steal: f64,
+}
+
+fn busy_before() -> Option<Busy> {
+    fn sample() -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        line.split_whitespace().map(|v| v.parse().ok()).collect()
+    }
+    let a = sample()?;
+    std::thread::sleep(Duration::from_millis(250));
+    let b = sample()?;
+    let d: Vec<f64> = b
+        .iter()
+        .zip(&a)
+        .map(|(b, a)| b.saturating_sub(*a) as f64)
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: f64 = d.iter().take(8).sum();
+    if d.len() < 8 || total <= 0.0 {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Some(Busy {
+        cores: cores * (total - d[3] - d[4]) / total,
+        steal: d[7] / total,
+    })
+}
+
 struct Output {
     json: bool,
     roof: Roofline,
+    busy: Option<Busy>,
     header: bool,
 }
 
@@ -182,11 +219,31 @@ impl Output {
                 "{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
                 r.copy_gbps
             );
+            if let Some(b) = self.busy {
+                println!(
+                    "{{\"name\":\"machine/busy\",\"shape\":\"-\",\"threads\":{threads},\"cores\":{:.2},\"steal\":{:.3}}}",
+                    b.cores, b.steal
+                );
+            }
         } else {
             println!(
                 "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s",
                 r.peak_gflops, r.copy_gbps
             );
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Some(b) = self.busy {
+                println!(
+                    "before measuring: {:.2} of {cores} cores busy with other work, {:.0}% stolen by the host",
+                    b.cores,
+                    100.0 * b.steal
+                );
+                if b.cores + threads as f64 > cores as f64 + 0.25 || b.steal > 0.1 {
+                    println!(
+                        "note: other work shares the cores, so every figure is low, and PyTorch's \
+                         (OpenMP threads waiting on each other at every barrier) far more than ours"
+                    );
+                }
+            }
         }
     }
 
