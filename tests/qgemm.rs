@@ -470,3 +470,55 @@ fn thread_count_does_not_change_results() {
         }
     }
 }
+
+/// Outputs of 1 MiB and more leave AMX through non-temporal stores of whole cache lines, joining
+/// the halves of lines that straddle two column blocks: bit-identical to the reference for C at
+/// every float offset from a 64-byte line (so rows start mid-line), with a partial last column
+/// block, a last row block of 26 or 16 rows, on 1 and 2 threads, and nothing written outside C.
+#[test]
+fn f32_large_outputs_exact_at_every_alignment() {
+    let mut r = Rng(29);
+    let kern = Kernels::best();
+    if !QPath::Amx.is_available(kern) {
+        return;
+    }
+    for &(m, n, k) in &[(90, 3300, 70), (80, 3300, 64)] {
+        let (x, wf) = (r.vec(m * k), r.vec(n * k));
+        let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
+        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
+        let mut aq = vec![0i8; m * k];
+        let sa: Vec<f32> = (0..m)
+            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
+            .collect();
+        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
+        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        assert!(
+            m * n * 4 >= 1 << 20,
+            "the shape must take the streaming path"
+        );
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut buf = vec![f32::NAN; m * n + 64];
+            let base = (16 - (buf.as_ptr() as usize % 64) / 4) % 16;
+            for off in 0..16 {
+                buf.fill(f32::NAN);
+                let at = base + off;
+                pool.install(|| kern.qgemm_i8_on(QPath::Amx, &x, m, &w, &mut buf[at..at + m * n]))
+                    .unwrap();
+                assert_eq!(
+                    bits(&buf[at..at + m * n]),
+                    bits(&want),
+                    "m={m} n={n} offset {off}, {threads} threads"
+                );
+                let outside = buf[..at].iter().chain(&buf[at + m * n..]);
+                assert!(
+                    outside.into_iter().all(|v| v.is_nan()),
+                    "wrote outside C at offset {off}"
+                );
+            }
+        }
+    }
+}
