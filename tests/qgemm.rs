@@ -522,3 +522,40 @@ fn f32_large_outputs_exact_at_every_alignment() {
         }
     }
 }
+
+/// AMX quantizes activations straight into its tile layout, in a buffer each thread keeps from
+/// one call to the next: calls of shrinking and growing m and k on one thread, each laid over the
+/// previous call's bytes, stay bit-identical to the reference (a stale byte in a real row would
+/// show in the sums; padding meets zero weights or unstored rows either way).
+#[test]
+fn amx_activation_buffer_reuse_across_shapes() {
+    let mut r = Rng(31);
+    let kern = Kernels::best();
+    if !QPath::Amx.is_available(kern) {
+        return;
+    }
+    for &(m, n, k) in &[
+        (70, 64, 300),
+        (17, 40, 70),
+        (40, 96, 129),
+        (5, 33, 64),
+        (33, 50, 1),
+    ] {
+        // Rows at +-127 after quantization: any stale padding byte would change the sums.
+        let x: Vec<f32> = (0..m * k)
+            .map(|_| if r.f() < 0.0 { -3.0 } else { 3.0 })
+            .collect();
+        let wf = r.vec(n * k);
+        let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
+        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
+        let mut aq = vec![0i8; m * k];
+        let sa: Vec<f32> = (0..m)
+            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
+            .collect();
+        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
+        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        let mut y = vec![f32::NAN; m * n];
+        kern.qgemm_i8_on(QPath::Amx, &x, m, &w, &mut y).unwrap();
+        assert_eq!(bits(&y), bits(&want), "m={m} n={n} k={k}");
+    }
+}

@@ -9,7 +9,8 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::pack::Aligned;
-use super::{Ctx, NB, Out};
+use super::quant::{Leaves, row_scales};
+use super::{Acts, Ctx, NB, Out, bytemuck_i8};
 use std::arch::asm;
 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use std::ops::Range;
@@ -488,6 +489,58 @@ unsafe fn store_and_zero(tile: &mut Tile) {
             options(nostack),
         );
     }
+}
+
+/// Quantizes x: (m, k) f32 per row straight into the AMX tile layout of [`to_tiles`] (rows padded
+/// to a multiple of 32, k to `kp`, padding zero), in `buf` (resized; every byte is written).
+/// Bytes and scales are those of the row-major path: the same amax, and quantizing 64 values at
+/// a time is elementwise the same.
+pub(crate) fn quantize_tiles(
+    leaves: Leaves,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    kp: usize,
+    buf: Aligned<u8>,
+) -> Acts {
+    use rayon::prelude::*;
+    let rows = m.next_multiple_of(32);
+    let mut data = buf.resized(rows * kp);
+    let mut scales = vec![0.0f32; rows];
+    // Row tile t: rows 16t..16t + 16, `kp * 16` bytes, k-step s at s * 1024, row r at r * 64.
+    let tile = |(t, (d, sc)): (usize, (&mut [u8], &mut [f32]))| {
+        let q: &mut [i8] = bytemuck_i8(d);
+        for (r, s) in sc.iter_mut().enumerate() {
+            let i = 16 * t + r;
+            if i >= m {
+                for step in 0..kp / 64 {
+                    q[step * 1024 + r * 64..][..64].fill(0);
+                }
+                continue;
+            }
+            let xr = &x[i * k..(i + 1) * k];
+            let (scale, inv) = row_scales(leaves.amax(xr));
+            *s = scale;
+            for step in 0..kp / 64 {
+                let seg = &mut q[step * 1024 + r * 64..][..64];
+                let xs = &xr[(step * 64).min(k)..((step + 1) * 64).min(k)];
+                leaves.quant(xs, inv, seg);
+                seg[xs.len()..].fill(0);
+            }
+        }
+    };
+    if kp > 0 {
+        let it = data
+            .chunks_mut(16 * kp)
+            .zip(scales.chunks_mut(16))
+            .enumerate();
+        if m * k >= super::PAR_MIN_MACS / 16 {
+            it.collect::<Vec<_>>().into_par_iter().for_each(tile);
+        } else {
+            it.for_each(tile);
+        }
+    }
+    Acts { data, scales }
 }
 
 /// Re-lays row-major activations (rows, kp), rows a multiple of 16, as AMX A tiles: row tile
