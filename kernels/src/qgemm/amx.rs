@@ -5,7 +5,9 @@
 //! A x 64 bytes of k, tmm6/7 hold 16 k-groups x 64 bytes of a weight panel, which is exactly the
 //! packed layout (see `pack.rs`). `tdpbssd` multiplies signed by signed bytes, so activations are
 //! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows and
-//! re-laid as contiguous 1 KB tiles ([`to_tiles`]).
+//! laid out as contiguous 1 KB tiles, quantized straight into it ([`quantize_tiles`]; the exact-i32
+//! entry re-lays given bytes with [`to_tiles`]). Large f32 outputs leave through non-temporal
+//! stores ([`store_streamed`]).
 #![cfg(target_arch = "x86_64")]
 
 use super::pack::Aligned;
