@@ -470,3 +470,92 @@ fn thread_count_does_not_change_results() {
         }
     }
 }
+
+/// Outputs of 1 MiB and more leave AMX through non-temporal stores of whole cache lines, joining
+/// the halves of lines that straddle two column blocks: bit-identical to the reference for C at
+/// every float offset from a 64-byte line (so rows start mid-line), with a partial last column
+/// block, a last row block of 26 or 16 rows, on 1 and 2 threads, and nothing written outside C.
+#[test]
+fn f32_large_outputs_exact_at_every_alignment() {
+    let mut r = Rng(29);
+    let kern = Kernels::best();
+    if !QPath::Amx.is_available(kern) {
+        return;
+    }
+    for &(m, n, k) in &[(90, 3300, 70), (80, 3300, 64)] {
+        let (x, wf) = (r.vec(m * k), r.vec(n * k));
+        let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
+        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
+        let mut aq = vec![0i8; m * k];
+        let sa: Vec<f32> = (0..m)
+            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
+            .collect();
+        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
+        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        assert!(
+            m * n * 4 >= 1 << 20,
+            "the shape must take the streaming path"
+        );
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut buf = vec![f32::NAN; m * n + 64];
+            let base = (16 - (buf.as_ptr() as usize % 64) / 4) % 16;
+            for off in 0..16 {
+                buf.fill(f32::NAN);
+                let at = base + off;
+                pool.install(|| kern.qgemm_i8_on(QPath::Amx, &x, m, &w, &mut buf[at..at + m * n]))
+                    .unwrap();
+                assert_eq!(
+                    bits(&buf[at..at + m * n]),
+                    bits(&want),
+                    "m={m} n={n} offset {off}, {threads} threads"
+                );
+                let outside = buf[..at].iter().chain(&buf[at + m * n..]);
+                assert!(
+                    outside.into_iter().all(|v| v.is_nan()),
+                    "wrote outside C at offset {off}"
+                );
+            }
+        }
+    }
+}
+
+/// AMX quantizes activations straight into its tile layout, in a buffer each thread keeps from
+/// one call to the next: calls of shrinking and growing m and k on one thread, each laid over the
+/// previous call's bytes, stay bit-identical to the reference (a stale byte in a real row would
+/// show in the sums; padding meets zero weights or unstored rows either way).
+#[test]
+fn amx_activation_buffer_reuse_across_shapes() {
+    let mut r = Rng(31);
+    let kern = Kernels::best();
+    if !QPath::Amx.is_available(kern) {
+        return;
+    }
+    for &(m, n, k) in &[
+        (70, 64, 300),
+        (17, 40, 70),
+        (40, 96, 129),
+        (5, 33, 64),
+        (33, 50, 1),
+    ] {
+        // Rows at +-127 after quantization: any stale padding byte would change the sums.
+        let x: Vec<f32> = (0..m * k)
+            .map(|_| if r.f() < 0.0 { -3.0 } else { 3.0 })
+            .collect();
+        let wf = r.vec(n * k);
+        let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
+        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
+        let mut aq = vec![0i8; m * k];
+        let sa: Vec<f32> = (0..m)
+            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
+            .collect();
+        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
+        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        let mut y = vec![f32::NAN; m * n];
+        kern.qgemm_i8_on(QPath::Amx, &x, m, &w, &mut y).unwrap();
+        assert_eq!(bits(&y), bits(&want), "m={m} n={n} k={k}");
+    }
+}

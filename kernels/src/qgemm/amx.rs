@@ -5,11 +5,14 @@
 //! A x 64 bytes of k, tmm6/7 hold 16 k-groups x 64 bytes of a weight panel, which is exactly the
 //! packed layout (see `pack.rs`). `tdpbssd` multiplies signed by signed bytes, so activations are
 //! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows and
-//! re-laid as contiguous 1 KB tiles ([`to_tiles`]).
+//! laid out as contiguous 1 KB tiles, quantized straight into it ([`quantize_tiles`]; the exact-i32
+//! entry re-lays given bytes with [`to_tiles`]). Large f32 outputs leave through non-temporal
+//! stores ([`store_streamed`]).
 #![cfg(target_arch = "x86_64")]
 
 use super::pack::Aligned;
-use super::{Ctx, NB};
+use super::quant::{Leaves, row_scales};
+use super::{Acts, Ctx, NB, Out, bytemuck_i8};
 use std::arch::asm;
 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use std::ops::Range;
@@ -100,15 +103,20 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     // column) made the f32 stores of C cost more than the tile loop (measured ~1.8x slower).
     let ncb = (B_CHUNK_BYTES / (NB * kp.max(64))).clamp(1, 32);
     let end = blocks.end;
+    // Jobs (jb, i0, run): C block (i0, jb) of the run `run.0..run.1` of column blocks that row
+    // block i0 sweeps in one chunk.
     let mut jobs = blocks
         .clone()
         .step_by(ncb)
         .flat_map(|jc| {
+            let run = (jc, (jc + ncb).min(end));
             (0..full_rows)
                 .step_by(32)
-                .flat_map(move |i0| (jc..(jc + ncb).min(end)).map(move |jb| (jb, i0)))
+                .flat_map(move |i0| (run.0..run.1).map(move |jb| (jb, i0, run)))
         })
         .peekable();
+    let stream = Stream::new(ctx);
+    let mut carry = Carry([[0.0; 16]; 32]);
     let ptrs = |(jb, i0): (usize, usize)| {
         // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair 2jb, 2jb+1 in the packed weights (n padded to 32).
         unsafe {
@@ -132,12 +140,12 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
             options(nostack, nomem)
         )
     };
-    if let (Some(&first), true) = (jobs.peek(), steps > 0) {
+    if let (Some(first), true) = (jobs.peek(), steps > 0) {
         // SAFETY: see above.
-        unsafe { load_step(&ptrs(first), 0) };
+        unsafe { load_step(&ptrs((first.0, first.1)), 0) };
     }
-    while let Some(job) = jobs.next() {
-        let ops = ptrs(job);
+    while let Some((jb, i0, run)) = jobs.next() {
+        let ops = ptrs((jb, i0));
         if steps > 0 {
             // SAFETY: see above.
             unsafe {
@@ -146,17 +154,37 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
                 }
                 last_products();
             }
-            if let Some(&next) = jobs.peek() {
+            if let Some(next) = jobs.peek() {
                 // The next block's first operands load while C drains below.
                 // SAFETY: see above.
-                unsafe { load_step(&ptrs(next), 0) };
+                unsafe { load_step(&ptrs((next.0, next.1)), 0) };
             }
         }
+        let rows = (m - i0).min(32);
         // SAFETY: see above; rows i0.. of C below m, block jb inside n.
         unsafe {
             store_and_zero(&mut tile);
-            super::vnni::store512(ctx, &tile.0, job.1, (m - job.1).min(32), job.0 * NB, false);
+            match stream {
+                Some(st) if stream_full(ctx, jb) => {
+                    let first = jb == run.0;
+                    let last = jb + 1 == run.1 || !stream_full(ctx, jb + 1);
+                    store_streamed(
+                        ctx,
+                        st,
+                        &tile,
+                        (i0, rows, jb * NB),
+                        (first, last),
+                        &mut carry,
+                    );
+                }
+                _ => super::vnni::store512(ctx, &tile.0, i0, rows, jb * NB, false),
+            }
         }
+    }
+    if stream.is_some() {
+        // Non-temporal stores are weakly ordered: drain them before the caller can read C.
+        // SAFETY: `sfence` only orders this thread's stores.
+        unsafe { std::arch::x86_64::_mm_sfence() };
     }
     if full_rows < m {
         for jb in blocks {
@@ -170,6 +198,112 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     }
     // SAFETY: releases the tile state this thread configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Dequantized outputs of at least this many bytes go to C with non-temporal stores: C is then
+/// larger than what the L2 keeps beside the weights it streams, and ordinary stores would first
+/// read every line of C (measured on 256 x 768 x 3072, 3 MiB of C: the f32 stores cost about 40%
+/// of the call with ordinary stores, and NT stores took 15-25% off the call).
+const STREAM_MIN_BYTES: usize = 1 << 20;
+
+/// Streaming is on for this problem: the per-row activation scales and C's base pointer.
+#[derive(Clone, Copy)]
+struct Stream {
+    c: *mut f32,
+}
+
+impl Stream {
+    fn new(ctx: &Ctx) -> Option<Self> {
+        match ctx.out {
+            Out::F32(c) if ctx.m * ctx.w.n() * 4 >= STREAM_MIN_BYTES => Some(Self { c }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether column block `jb` is whole (32 columns inside n), which streaming requires.
+fn stream_full(ctx: &Ctx, jb: usize) -> bool {
+    (jb + 1) * NB <= ctx.w.n()
+}
+
+/// Per row of a 32-row block, the last 16 values of the previous column block of the same run,
+/// not yet written: with C rows not on a 64-byte boundary, the cache line that straddles two
+/// blocks is streamed whole once both halves are known.
+#[repr(C, align(64))]
+struct Carry([[f32; 16]; 32]);
+
+/// Dequantizes `tile` (rows, NB) i32 into rows `i0..i0 + rows`, columns `j0..j0 + 32` of C with
+/// non-temporal stores of whole cache lines. A row starting `o` floats past a line boundary
+/// (o > 0) spans three lines; the middle one is streamed, the first is completed from the
+/// previous block's `carry` and streamed unless this block starts its run (`first`: ordinary
+/// masked store of its part), and the last is kept in `carry` for the next block unless this
+/// block ends its run (`last`: ordinary masked store). Lines shared with another run are thus
+/// only ever written by ordinary stores. Same arithmetic as `store512`.
+///
+/// # Safety
+/// As `store512`, the CPU has AVX-512 F, `j0 + 32 <= n`, C is `st.c`, and `carry` holds the
+/// previous block of this run for these rows unless `first`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_streamed(
+    ctx: &Ctx,
+    st: Stream,
+    tile: &Tile,
+    (i0, rows, j0): (usize, usize, usize),
+    (first, last): (bool, bool),
+    carry: &mut Carry,
+) {
+    use std::arch::x86_64::*;
+    let n = ctx.w.n();
+    let sa = &ctx.a.scales[i0..i0 + rows];
+    let sw = &ctx.w.scales[j0..j0 + NB];
+    // SAFETY: `sw` holds 32 values; every store lies in row i of C, columns j0 - 15..j0 + 48
+    // clipped to the row's own run by the masks and line arithmetic below (caller's contract).
+    unsafe {
+        let (w0, w1) = (
+            _mm512_loadu_ps(sw.as_ptr()),
+            _mm512_loadu_ps(sw.as_ptr().add(16)),
+        );
+        for (r, &a) in sa.iter().enumerate() {
+            let a = _mm512_set1_ps(a);
+            let t = tile.0.as_ptr().add(r * NB);
+            let d0 = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_load_si512(t.cast())),
+                _mm512_mul_ps(a, w0),
+            );
+            let d1 = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_load_si512(t.add(16).cast())),
+                _mm512_mul_ps(a, w1),
+            );
+            let dst = st.c.add((i0 + r) * n + j0);
+            let o = (dst as usize % 64) / 4;
+            if o == 0 {
+                _mm512_stream_ps(dst, d0);
+                _mm512_stream_ps(dst.add(16), d1);
+                continue;
+            }
+            // Lanes l of a line starting at dst - o + 16q: concatenation (lo, hi) at l + 16 - o.
+            let idx = _mm512_add_epi32(
+                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                _mm512_set1_epi32(16 - o as i32),
+            );
+            let line = dst.sub(o);
+            // Partial lines take masked stores at the line's own (aligned) address, so that no
+            // store touches a line that is being streamed.
+            let low: __mmask16 = (1u16 << o) - 1;
+            if first {
+                _mm512_mask_store_ps(line, !low, _mm512_permutex2var_ps(d0, idx, d0));
+            } else {
+                let prev = _mm512_load_ps(carry.0[r].as_ptr());
+                _mm512_stream_ps(line, _mm512_permutex2var_ps(prev, idx, d0));
+            }
+            _mm512_stream_ps(line.add(16), _mm512_permutex2var_ps(d0, idx, d1));
+            if last {
+                _mm512_mask_store_ps(line.add(32), low, _mm512_permutex2var_ps(d1, idx, d1));
+            } else {
+                _mm512_store_ps(carry.0[r].as_mut_ptr(), d1);
+            }
+        }
+    }
 }
 
 /// One 32 x 32 block's operands: two row tiles of A and a panel pair of W, each `kp * 16`
@@ -357,6 +491,58 @@ unsafe fn store_and_zero(tile: &mut Tile) {
             options(nostack),
         );
     }
+}
+
+/// Quantizes x: (m, k) f32 per row straight into the AMX tile layout of [`to_tiles`] (rows padded
+/// to a multiple of 32, k to `kp`, padding zero), in `buf` (resized; every byte is written).
+/// Bytes and scales are those of the row-major path: the same amax, and quantizing 64 values at
+/// a time is elementwise the same.
+pub(crate) fn quantize_tiles(
+    leaves: Leaves,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    kp: usize,
+    buf: Aligned<u8>,
+) -> Acts {
+    use rayon::prelude::*;
+    let rows = m.next_multiple_of(32);
+    let mut data = buf.resized(rows * kp);
+    let mut scales = vec![0.0f32; rows];
+    // Row tile t: rows 16t..16t + 16, `kp * 16` bytes, k-step s at s * 1024, row r at r * 64.
+    let tile = |(t, (d, sc)): (usize, (&mut [u8], &mut [f32]))| {
+        let q: &mut [i8] = bytemuck_i8(d);
+        for (r, s) in sc.iter_mut().enumerate() {
+            let i = 16 * t + r;
+            if i >= m {
+                for step in 0..kp / 64 {
+                    q[step * 1024 + r * 64..][..64].fill(0);
+                }
+                continue;
+            }
+            let xr = &x[i * k..(i + 1) * k];
+            let (scale, inv) = row_scales(leaves.amax(xr));
+            *s = scale;
+            for step in 0..kp / 64 {
+                let seg = &mut q[step * 1024 + r * 64..][..64];
+                let xs = &xr[(step * 64).min(k)..((step + 1) * 64).min(k)];
+                leaves.quant(xs, inv, seg);
+                seg[xs.len()..].fill(0);
+            }
+        }
+    };
+    if kp > 0 {
+        let it = data
+            .chunks_mut(16 * kp)
+            .zip(scales.chunks_mut(16))
+            .enumerate();
+        if m * k >= super::PAR_MIN_MACS / 16 {
+            it.collect::<Vec<_>>().into_par_iter().for_each(tile);
+        } else {
+            it.for_each(tile);
+        }
+    }
+    Acts { data, scales }
 }
 
 /// Re-lays row-major activations (rows, kp), rows a multiple of 16, as AMX A tiles: row tile

@@ -223,9 +223,20 @@ impl Ctx<'_> {
     }
 }
 
+thread_local! {
+    /// The AMX activation buffer of this thread's last call, reused by its next: a fresh one
+    /// costs zeroing and, past the allocator's cache, page faults on every call.
+    static TILE_BUF: std::cell::Cell<Option<Aligned<u8>>> = const { std::cell::Cell::new(None) };
+}
+
 /// Quantizes activations x: (m, k) f32 into the layout `path` reads.
 fn quantize_acts(isa: Isa, path: QPath, x: &[f32], m: usize, w: &QWeights) -> Acts {
     use rayon::prelude::*;
+    #[cfg(target_arch = "x86_64")]
+    if path == QPath::Amx && w.format() == QFormat::PerChannel {
+        let buf = TILE_BUF.take().unwrap_or_else(|| Aligned::zeroed(0));
+        return amx::quantize_tiles(quant::Leaves::new(isa), x, m, w.k(), w.kp(), buf);
+    }
     let (k, kp) = (w.k(), w.kp());
     let rows = m.next_multiple_of(path.row_multiple());
     let mut data = Aligned::zeroed(rows * kp);
@@ -374,6 +385,9 @@ impl Kernels {
             out: Out::F32(y.as_mut_ptr()),
         };
         drive(path, &ctx);
+        if path == QPath::Amx {
+            TILE_BUF.set(Some(acts.data));
+        }
         Ok(())
     }
 

@@ -278,6 +278,16 @@ impl<T: Byte> Aligned<T> {
     }
 }
 
+impl<T: Byte> Aligned<T> {
+    /// This buffer resized to `len` bytes, reusing its lines: contents are unspecified (old
+    /// bytes, or zeros where it grew), for callers that write every byte.
+    pub(crate) fn resized(mut self, len: usize) -> Self {
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+        self
+    }
+}
+
 impl<T: Byte> Deref for Aligned<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

@@ -345,7 +345,10 @@ fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), Strin
             .iter_mut()
             .map(|r| r.run.as_mut() as &mut dyn FnMut())
             .collect();
-        let secs = bench::interleaved(&mut fns, budget, 5);
+        // Warm, as PyTorch times its Linear (back to back): interleaved cold, each int8 path found
+        // its 2.4 MB of weights and 3 MB of C evicted by the contender before it (AMX measured
+        // ~1.4x slower with the caches flushed between calls than back to back).
+        let secs = bench::interleaved_warm(&mut fns, budget, 5);
         for (r, t) in runs.iter().zip(secs) {
             let f32_path = r.name.contains("sgemm");
             out.record(&Record {
