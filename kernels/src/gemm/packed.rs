@@ -14,7 +14,7 @@ use crate::error::check_len;
 use crate::{Isa, KernelError, Kernels, Result};
 
 /// `B: (k, n)` packed for one tier's micro-kernel; made by [`Kernels::pack_b`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PackedB {
     isa: Isa,
     k: usize,
@@ -26,6 +26,18 @@ pub struct PackedB {
     buf: Vec<f32>,
     /// Start of the 64-byte-aligned panels inside `buf`.
     off: usize,
+}
+
+/// The tier and the shape, not the (megabytes of) panels.
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("isa", &self.isa)
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .field("kc", &self.kc)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PackedB {
