@@ -30,6 +30,9 @@ SHAPES = [  # (m, k, n, a transposed, b transposed)
     (1024, 3072, 768, False, True),
     (1024, 768, 3072, False, False),
     (768, 1024, 3072, True, False),
+    # Inference on constant weights: GPT-2's QKV at a 64-token prefill, MiniLM's QKV at a batch.
+    (64, 768, 2304, False, True),
+    (512, 384, 1152, False, False),
 ]
 
 

@@ -589,3 +589,62 @@ fn gpt2_block_on_the_graph_equals_its_raw_kernel_twin() {
         }
     }
 }
+
+/// A no-grad Linear on a parameter reads the weight's packed copy (made on first use): the same
+/// bits as the recording path, on both weight layouts, and a fresh copy after every write of the
+/// weight (`param_update`, `replace_param`).
+#[test]
+fn no_grad_linear_on_a_packed_weight_follows_updates() {
+    let mut g = Graph::new().unwrap();
+    // 20 rows: above the GEMM's skinny rows, so the packed copy is used.
+    let xt = tensor(&[4, 5, 24], 90);
+    let w = g.add_param("w", &tensor(&[40, 24], 91), true);
+    let wio = g.add_param("wio", &tensor(&[24, 40], 92), true);
+    let b = g.add_param("b", &tensor(&[40], 93), true);
+    let run = |g: &mut Graph, in_out: bool| -> Vec<f32> {
+        let x = g.input(&xt, false);
+        let (wv, bv) = (
+            g.param(if in_out { wio } else { w }).unwrap(),
+            g.param(b).unwrap(),
+        );
+        let y = if in_out {
+            g.linear_in_out(x, wv, Some(bv))
+        } else {
+            g.linear(x, wv, Some(bv))
+        };
+        let v = g.value(y.unwrap()).unwrap().to_vec();
+        g.clear();
+        v
+    };
+    for in_out in [false, true] {
+        let recorded = run(&mut g, in_out);
+        let packed = g.no_grad(|g| run(g, in_out));
+        let again = g.no_grad(|g| run(g, in_out));
+        assert_eq!(bits(&recorded), bits(&packed), "in_out {in_out}");
+        assert_eq!(bits(&packed), bits(&again), "in_out {in_out}: reuse");
+        // Write the weight: the next no-grad Linear must see the new values.
+        let p = if in_out { wio } else { w };
+        g.param_update(p)
+            .unwrap()
+            .0
+            .iter_mut()
+            .for_each(|v| *v += 0.5);
+        let recorded = run(&mut g, in_out);
+        let packed = g.no_grad(|g| run(g, in_out));
+        assert_ne!(
+            bits(&recorded),
+            bits(&again),
+            "in_out {in_out}: the update changed y"
+        );
+        assert_eq!(
+            bits(&recorded),
+            bits(&packed),
+            "in_out {in_out}: after param_update"
+        );
+    }
+    // Replacing a parameter's value drops its packed copy as well.
+    g.replace_param(w, tensor(&[40, 24], 94)).unwrap();
+    let recorded = run(&mut g, false);
+    let packed = g.no_grad(|g| run(g, false));
+    assert_eq!(bits(&recorded), bits(&packed), "after replace_param");
+}

@@ -90,6 +90,13 @@ pub const GEMM_SHAPES: &[GemmShape] = &[
         at: true,
         ..GemmShape::nn(768, 1024, 3072)
     },
+    // Inference on constant weights: GPT-2's QKV at a 64-token prefill (B read as the Linear
+    // weight), MiniLM's fused QKV at a batch of 32 sentences (its weights stored (IN, OUT)).
+    GemmShape {
+        bt: true,
+        ..GemmShape::nn(64, 768, 2304)
+    },
+    GemmShape::nn(512, 384, 1152),
 ];
 
 /// Operands for `s`: deterministic values in [-1, 1).
@@ -103,6 +110,32 @@ pub fn operands(s: &GemmShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             .collect()
     };
     (fill(s.m * s.k, 1), fill(s.k * s.n, 2), vec![0.0; s.m * s.n])
+}
+
+/// Our sgemm on `s` with B packed once beforehand (`Kernels::pack_b`, as inference does for a
+/// constant weight); a closure for [`super::interleaved`]. A failed pack is a bug in this file.
+pub fn gemm_packed_ours<'a>(
+    kern: Kernels,
+    s: GemmShape,
+    a: &'a [f32],
+    b: &'a [f32],
+    c: &'a mut [f32],
+) -> impl FnMut() + 'a {
+    let bv = if s.bt {
+        MatRef::new(b, s.n, s.k, s.k).t()
+    } else {
+        MatRef::new(b, s.k, s.n, s.n)
+    };
+    let packed = kern.pack_b(bv).expect("bench operands match their shape");
+    move || {
+        let av = if s.at {
+            MatRef::new(a, s.k, s.m, s.m).t()
+        } else {
+            MatRef::new(a, s.m, s.k, s.k)
+        };
+        kern.sgemm_packed(1.0, av, &packed, 0.0, MatMut::new(c, s.m, s.n, s.n))
+            .expect("bench operands match their shape");
+    }
 }
 
 /// Our sgemm on `s` with operands from [`operands`]; a closure for [`super::interleaved`].

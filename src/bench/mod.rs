@@ -14,7 +14,7 @@ pub mod train;
 
 pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, measure_block};
 pub use decode::{DecodeModel, DecodePeer, decode_models, decode_records};
-pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours};
+pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours, gemm_packed_ours};
 pub use qgemm::{CONVERT_LEN, ConvertRun, QGEMM_SHAPES, QRun, convert_runs, qgemm_runs};
 pub use rows::{RowBench, row_benches};
 pub use train::{TrainBench, train_benches, train_step};

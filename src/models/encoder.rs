@@ -108,8 +108,8 @@ pub struct Encoder {
     pub(super) token_type: ParamId,
     pub(super) emb_norm: Norm,
     pub(super) layers: Vec<Layer>,
-    /// The inference path's weights (fused q|k|v, f32 weights transposed: a copy of the f32
-    /// Linear weights), built on first use from the parameters; dropped whenever the parameters
+    /// The inference path's weights (fused q|k|v, f32 weights packed as GEMM panels: a copy of
+    /// the f32 Linear weights), built on first use from the parameters; dropped whenever the parameters
     /// may change ([`Encoder::graph`], [`Encoder::quantize`]).
     pub(super) fused: Option<Vec<super::encoder_infer::InferLayer>>,
 }

@@ -33,6 +33,11 @@ pub(crate) struct Problem {
     pub bias: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
+    /// Null, or B already packed (see [`super::PackedB`]): per k block, the panels of all
+    /// `bnp` (padded) columns; this problem's columns start at column `bj0` of it.
+    pub bpk: *const f32,
+    pub bnp: usize,
+    pub bj0: usize,
 }
 
 // SAFETY: a Problem is a view of slices its creator borrows for the whole call; threads given
@@ -69,6 +74,19 @@ impl Problem {
             bias: std::ptr::null(),
             c,
             ldc,
+            bpk: std::ptr::null(),
+            bnp: 0,
+            bj0: 0,
+        }
+    }
+
+    /// The problem reading B from `packed` (panels of `n_pad` columns per k block) instead of
+    /// packing it.
+    pub fn with_packed_b(self, packed: &[f32], n_pad: usize) -> Self {
+        Problem {
+            bpk: packed.as_ptr(),
+            bnp: n_pad,
+            ..self
         }
     }
 
@@ -99,6 +117,7 @@ impl Problem {
             b: self.b.wrapping_add(j0 * self.csb),
             bias: self.bias_at(j0),
             c: self.c.wrapping_add(i0 * self.ldc + j0),
+            bj0: self.bj0 + j0,
             ..*self
         }
     }
@@ -132,7 +151,7 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 use super::avx512::{V512, skinny_axpy, skinny_dot};
-                if skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
+                if p.bpk.is_null() && skinny::try_run::<V512>(p, threads, skinny_axpy, skinny_dot) {
                     add_bias(p);
                 } else {
                     run::<super::avx512::Avx512>(p, threads)
@@ -141,7 +160,7 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 use super::avx2::{V256, skinny_axpy, skinny_dot};
-                if skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
+                if p.bpk.is_null() && skinny::try_run::<V256>(p, threads, skinny_axpy, skinny_dot) {
                     add_bias(p);
                 } else {
                     run::<super::avx2::Avx2>(p, threads)
@@ -322,10 +341,16 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
                         // SAFETY: every row of the band, inside A; apack holds their panels.
                         pack_a_rows::<K>(p, &blk, 0, p.m, apack);
                     }
-                    // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
-                    pack_b_block::<K>(p, &blk, bpack);
+                    let bp: &[f32] = if p.bpk.is_null() {
+                        // SAFETY: the block lies inside B; bpack holds nc_max * kc_max >= its panels.
+                        pack_b_block::<K>(p, &blk, bpack);
+                        bpack
+                    } else {
+                        // SAFETY: the packed B covers the block (caller's contract).
+                        packed_block::<K>(p, &blk)
+                    };
                     // SAFETY: every row of the band.
-                    rows::<K>(p, &blk, apack, bpack, 0, p.m);
+                    rows::<K>(p, &blk, apack, bp, 0, p.m);
                 });
             })
         }
@@ -341,7 +366,11 @@ fn buffers<'b, K: MicroKernel>(
     bbuf: &'b mut Vec<f32>,
 ) -> (&'b mut [f32], &'b mut [f32]) {
     let kc_max = bl.kc.min(p.k);
-    let nc_max = bl.nc.min(p.n.div_ceil(K::NR) * K::NR);
+    let nc_max = if p.bpk.is_null() {
+        bl.nc.min(p.n.div_ceil(K::NR) * K::NR)
+    } else {
+        0
+    };
     (
         aligned(abuf, p.m.div_ceil(K::MR) * K::MR * kc_max),
         aligned(bbuf, nc_max * kc_max),
@@ -354,6 +383,29 @@ fn buffers<'b, K: MicroKernel>(
 fn balanced(len: usize, max: usize, unit: usize) -> usize {
     let blocks = len.div_ceil(max.max(1)).max(1);
     (len.div_ceil(blocks).div_ceil(unit) * unit).clamp(unit, max.max(unit))
+}
+
+/// The depth of the k blocks of a problem of depth `k` on kernel `K`: [`for_blocks`] cuts k
+/// this way, and a [`super::PackedB`] is packed in blocks of it.
+pub(crate) fn kc_block<K: MicroKernel>(k: usize) -> usize {
+    balanced(k, blocking(K::MR, K::NR).kc, 8)
+}
+
+/// `(MR, NR, KC block)` of the kernel [`gemm`] runs on `isa` for depth `k`.
+pub(crate) fn tier_shape(isa: Isa, k: usize) -> (usize, usize, usize) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            use super::avx512::Avx512 as K;
+            (K::MR, K::NR, kc_block::<K>(k))
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            use super::avx2::Avx2 as K;
+            (K::MR, K::NR, kc_block::<K>(k))
+        }
+        _ => (Scalar::MR, Scalar::NR, kc_block::<Scalar>(k)),
+    }
 }
 
 /// LOOP 5 and LOOP 4: the shared dimension in blocks of at most `kc_max` (later blocks
@@ -415,6 +467,20 @@ unsafe fn pack_b_block<K: MicroKernel>(p: &Problem, blk: &Block, bpack: &mut [f3
     }
 }
 
+/// The B block of `blk` in the pre-packed B: its k block's panels start `pc * bnp` values in
+/// (every earlier k block holds `bnp` columns of its depth), and column `c`'s panel `c * kc`
+/// values into the k block.
+///
+/// # Safety
+/// `p.bpk` is not null and holds the problem's B packed for `K` in k blocks of `blk.kc`.
+unsafe fn packed_block<'p, K: MicroKernel>(p: &'p Problem, blk: &Block) -> &'p [f32] {
+    let col = p.bj0 + blk.jc;
+    debug_assert!(col.is_multiple_of(K::NR));
+    let len = blk.nc.div_ceil(K::NR) * K::NR * blk.kc;
+    // SAFETY: the block's panels lie inside the packed B (the function's contract).
+    unsafe { std::slice::from_raw_parts(p.bpk.add(blk.pc * p.bnp + col * blk.kc), len) }
+}
+
 /// The threaded loop nest: per (k, column) block all threads pack the B block's panels, then run
 /// LOOP 2..1 over chunks of rows (starts at multiples of MR, so the tile grid, and with it every
 /// element's arithmetic, is the serial one), packing the chunk's A panels once per k block.
@@ -449,6 +515,12 @@ unsafe fn shared_band<K: MicroKernel>(
     let parts = ranges(p.m, chunks, K::MR);
     let (apack, bpack) = buffers::<K>(p, bl, abuf, bbuf);
     for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
+        if !p.bpk.is_null() {
+            // SAFETY: the packed B covers the block (caller's contract).
+            let bp = unsafe { packed_block::<K>(p, &blk) };
+            // SAFETY: as below.
+            return unsafe { rows_in_chunks::<K>(p, &blk, &parts, apack, bp) };
+        }
         let panel = K::NR * blk.kc;
         bpack[..blk.nc.div_ceil(K::NR) * panel]
             .par_chunks_mut(panel)
@@ -462,28 +534,44 @@ unsafe fn shared_band<K: MicroKernel>(
                 // SAFETY: this panel's columns lie inside the block, inside B.
                 unsafe { pack_b_block::<K>(p, &one, out) };
             });
-        let bpack = &*bpack;
-        // Each chunk's A panels, cut from the packed A; the first column block of each k block
-        // packs them (inside the same fork-join as its compute: no extra barrier), the others
-        // read them, whichever thread packed them.
-        let mut rest = &mut apack[..];
-        let mut mine = Vec::with_capacity(parts.len());
-        for &(_, mi) in &parts {
-            let (head, tail) = rest.split_at_mut(mi.div_ceil(K::MR) * K::MR * blk.kc);
-            mine.push(head);
-            rest = tail;
-        }
-        mine.into_par_iter()
-            .zip(parts.par_iter())
-            .for_each(|(apanels, &(i0, mi))| {
-                if blk.jc == 0 {
-                    // SAFETY: the chunk's rows lie inside the band, inside A; apanels holds their panels.
-                    unsafe { pack_a_rows::<K>(p, &blk, i0, mi, apanels) };
-                }
-                // SAFETY: disjoint row ranges of the checked problem.
-                unsafe { rows::<K>(p, &blk, apanels, bpack, i0, mi) }
-            });
+        // SAFETY: the chunks are disjoint row ranges of the band.
+        unsafe { rows_in_chunks::<K>(p, &blk, &parts, apack, bpack) };
     });
+}
+
+/// LOOP 3 of [`shared_band`]: the chunks of rows `parts` in parallel against the packed B block
+/// `bpack` of `blk`. Each chunk's A panels are cut from `apack`; the first column block of each
+/// k block packs them (inside the same fork-join as its compute: no extra barrier), the others
+/// read them, whichever thread packed them.
+///
+/// # Safety
+/// As [`gemm`]; `parts` are disjoint row ranges of `p` starting at multiples of MR, `apack`
+/// holds their panels, and `bpack` the block's.
+unsafe fn rows_in_chunks<K: MicroKernel>(
+    p: &Problem,
+    blk: &Block,
+    parts: &[(usize, usize)],
+    apack: &mut [f32],
+    bpack: &[f32],
+) {
+    let blk = *blk;
+    let mut rest = &mut apack[..];
+    let mut mine = Vec::with_capacity(parts.len());
+    for &(_, mi) in parts {
+        let (head, tail) = rest.split_at_mut(mi.div_ceil(K::MR) * K::MR * blk.kc);
+        mine.push(head);
+        rest = tail;
+    }
+    mine.into_par_iter()
+        .zip(parts.par_iter())
+        .for_each(|(apanels, &(i0, mi))| {
+            if blk.jc == 0 {
+                // SAFETY: the chunk's rows lie inside the band, inside A; apanels holds their panels.
+                unsafe { pack_a_rows::<K>(p, &blk, i0, mi, apanels) };
+            }
+            // SAFETY: disjoint row ranges of the checked problem.
+            unsafe { rows::<K>(p, &blk, apanels, bpack, i0, mi) }
+        });
 }
 
 /// LOOP 2..1 for rows `i0..i0 + m` (`i0` a multiple of MR) of C against the packed A panels of

@@ -4,7 +4,8 @@
 //! - `pack.rs`: packing of A and B into micro-panels;
 //! - `kernel.rs`: the [`MicroKernel`](kernel::MicroKernel) trait and the cache-block sizes;
 //! - `scalar.rs`, `avx2.rs`, `avx512.rs`: one micro-kernel per instruction set;
-//! - `skinny.rs`: GEMV-like shapes (few rows of A), which skip packing.
+//! - `skinny.rs`: GEMV-like shapes (few rows of A), which skip packing;
+//! - `packed.rs`: a B operand packed once ([`PackedB`]) for GEMMs on a constant weight.
 //!
 //! Transposes cost nothing: a [`MatRef`] carries a row and a column stride, and `.t()` swaps them,
 //! so backward passes (`dW = dY^T X`, `dX = dY W`) read their operands in place.
@@ -16,9 +17,11 @@ mod avx512;
 mod kernel;
 mod loops;
 mod pack;
+mod packed;
 mod scalar;
 mod skinny;
 
+pub use packed::PackedB;
 pub(crate) use skinny::gemv_dot;
 
 use crate::error::check_len;

@@ -146,6 +146,9 @@ pub(crate) fn gemv_dot(
         c: y.as_mut_ptr(),
         ldc: n,
         bias: std::ptr::null(),
+        bpk: std::ptr::null(),
+        bnp: 0,
+        bj0: 0,
     };
     match isa {
         #[cfg(target_arch = "x86_64")]

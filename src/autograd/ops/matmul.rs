@@ -169,6 +169,18 @@ impl Graph {
             }
             None => 0.0,
         };
+        // Inference on a weight matrix: its packed copy (made once, kept until the weight is
+        // written) saves packing it on every call, which costs about as much as the product at
+        // a prompt's few dozen rows. At most SKINNY_ROWS rows, the GEMM reads W in place anyway.
+        if !self.grad_enabled() && rows > SKINNY_ROWS && self.pack_param(w, in_out)? {
+            let xv = self.arg(op, x)?.0;
+            if let Some(wp) = self.packed_param(w) {
+                let ym = MatMut::new(&mut y, rows, out, out);
+                self.kernels()
+                    .sgemm_packed(1.0, MatRef::new(xv, rows, inp, inp), wp, beta, ym)?;
+                return Ok(self.push(y, out_shape(xs, out), Op::Linear { x, w, b, in_out }));
+            }
+        }
         let (xv, wv) = (self.arg(op, x)?.0, self.arg(op, w)?.0);
         let xm = MatRef::new(xv, rows, inp, inp);
         let wm = if in_out {
@@ -178,12 +190,20 @@ impl Graph {
         };
         self.kernels()
             .sgemm(1.0, xm, wm, beta, MatMut::new(&mut y, rows, out, out))?;
-        let mut shape = xs;
-        if let Some(last) = shape.last_mut() {
-            *last = out;
-        }
-        Ok(self.push(y, shape, Op::Linear { x, w, b, in_out }))
+        Ok(self.push(y, out_shape(xs, out), Op::Linear { x, w, b, in_out }))
     }
+}
+
+/// Rows up to which `sgemm` reads B in place (its skinny path: GEMV-like decode steps), so a
+/// packed weight gains nothing (kernels/src/gemm/skinny.rs `SKINNY_M`).
+const SKINNY_ROWS: usize = 8;
+
+/// `x`'s shape with the last dimension replaced by `out`.
+fn out_shape(mut shape: Vec<usize>, out: usize) -> Vec<usize> {
+    if let Some(last) = shape.last_mut() {
+        *last = out;
+    }
+    shape
 }
 
 /// `da += dy b^T`, `db += a^T dy` (per batch).

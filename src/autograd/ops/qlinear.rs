@@ -41,6 +41,7 @@ impl Graph {
         let pr = &mut self.params[p.0];
         pr.shape = value.shape().to_vec();
         pr.value = value;
+        pr.packed = None;
         pr.requires_grad = false;
         self.param_grads[p.0] = Vec::new();
         Ok(())

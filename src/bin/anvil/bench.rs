@@ -298,13 +298,18 @@ fn gemm(
             continue;
         }
         let (a, b, c) = bench::gemm::operands(s);
-        let mut outs = vec![c; 3];
+        let mut outs = vec![c; 4];
         let mut it = outs.iter_mut();
         let mut runs: Vec<(String, Box<dyn FnMut() + '_>)> = Vec::new();
-        if let Some(c) = it.next() {
+        if let (Some(c), Some(c1)) = (it.next(), it.next()) {
             runs.push((
                 format!("anvil/{}", Kernels::isa(&kern)),
                 Box::new(bench::gemm_ours(kern, *s, &a, &b, c)),
+            ));
+            // The same product with B packed beforehand: what a constant weight costs.
+            runs.push((
+                format!("anvil/{}-packed_b", Kernels::isa(&kern)),
+                Box::new(bench::gemm_packed_ours(kern, *s, &a, &b, c1)),
             ));
         }
         #[cfg(feature = "peers")]
