@@ -277,8 +277,10 @@ impl Output {
         } else {
             "     -".to_string()
         };
+        // Speed-ups read to the hundredth (1.49x is not 1.5x); the rest to the tenth.
+        let digits = if r.unit == "ratio" { 2 } else { 1 };
         println!(
-            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.1} {:<7} {share}",
+            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.digits$} {:<7} {share}",
             r.name, r.shape, r.threads, r.value, unit
         );
     }
