@@ -199,6 +199,18 @@ fn i32_extremes_at_max_k() {
     assert!(matches!(bad, Err(KernelError::BadShape { .. })));
 }
 
+/// The scalar reference of `x (m x k) * w^T` with per-channel weights: each row of `x` quantized
+/// on its own, the exact i32 products, then the dequantization.
+fn per_channel_reference(x: &[f32], w: &QWeights, m: usize, n: usize, k: usize) -> Vec<f32> {
+    let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
+    let mut aq = vec![0i8; m * k];
+    let sa: Vec<f32> = (0..m)
+        .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
+        .collect();
+    let c = reference::qgemm_i32(&aq, &wq, m, n, k);
+    reference::dequant_per_channel(&c, &sa, &sw, m, n)
+}
+
 /// f32 outputs: bit-identical on every path, equal to the reference dequantization, and within
 /// the worst-case bound of the f32 product.
 #[test]
@@ -485,13 +497,7 @@ fn f32_large_outputs_exact_at_every_alignment() {
     for &(m, n, k) in &[(90, 3300, 70), (80, 3300, 64)] {
         let (x, wf) = (r.vec(m * k), r.vec(n * k));
         let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
-        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
-        let mut aq = vec![0i8; m * k];
-        let sa: Vec<f32> = (0..m)
-            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
-            .collect();
-        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
-        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        let want = per_channel_reference(&x, &w, m, n, k);
         assert!(
             m * n * 4 >= 1 << 20,
             "the shape must take the streaming path"
@@ -547,13 +553,7 @@ fn amx_activation_buffer_reuse_across_shapes() {
             .collect();
         let wf = r.vec(n * k);
         let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
-        let (wq, sw) = (w.unpack(), w.channel_scales().unwrap().to_vec());
-        let mut aq = vec![0i8; m * k];
-        let sa: Vec<f32> = (0..m)
-            .map(|i| quant::reference::quantize_row(&x[i * k..][..k], &mut aq[i * k..][..k]))
-            .collect();
-        let c = reference::qgemm_i32(&aq, &wq, m, n, k);
-        let want = reference::dequant_per_channel(&c, &sa, &sw, m, n);
+        let want = per_channel_reference(&x, &w, m, n, k);
         let mut y = vec![f32::NAN; m * n];
         kern.qgemm_i8_on(QPath::Amx, &x, m, &w, &mut y).unwrap();
         assert_eq!(bits(&y), bits(&want), "m={m} n={n} k={k}");

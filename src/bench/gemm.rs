@@ -15,6 +15,24 @@ pub struct GemmShape {
 }
 
 impl GemmShape {
+    /// `op(A)` over `a` as [`operands`] lays it out: `m x k`, or read transposed from `k x m`.
+    pub fn a_view<'a>(&self, a: &'a [f32]) -> MatRef<'a> {
+        if self.at {
+            MatRef::new(a, self.k, self.m, self.m).t()
+        } else {
+            MatRef::new(a, self.m, self.k, self.k)
+        }
+    }
+
+    /// `op(B)` over `b`: `k x n`, or read transposed from `n x k`.
+    pub fn b_view<'a>(&self, b: &'a [f32]) -> MatRef<'a> {
+        if self.bt {
+            MatRef::new(b, self.n, self.k, self.k).t()
+        } else {
+            MatRef::new(b, self.k, self.n, self.n)
+        }
+    }
+
     pub fn label(&self) -> String {
         format!("{}x{}x{}", self.m, self.k, self.n)
     }
@@ -121,20 +139,18 @@ pub fn gemm_packed_ours<'a>(
     b: &'a [f32],
     c: &'a mut [f32],
 ) -> impl FnMut() + 'a {
-    let bv = if s.bt {
-        MatRef::new(b, s.n, s.k, s.k).t()
-    } else {
-        MatRef::new(b, s.k, s.n, s.n)
-    };
-    let packed = kern.pack_b(bv).expect("bench operands match their shape");
+    let packed = kern
+        .pack_b(s.b_view(b))
+        .expect("bench operands match their shape");
     move || {
-        let av = if s.at {
-            MatRef::new(a, s.k, s.m, s.m).t()
-        } else {
-            MatRef::new(a, s.m, s.k, s.k)
-        };
-        kern.sgemm_packed(1.0, av, &packed, 0.0, MatMut::new(c, s.m, s.n, s.n))
-            .expect("bench operands match their shape");
+        kern.sgemm_packed(
+            1.0,
+            s.a_view(a),
+            &packed,
+            0.0,
+            MatMut::new(c, s.m, s.n, s.n),
+        )
+        .expect("bench operands match their shape");
     }
 }
 
@@ -147,18 +163,14 @@ pub fn gemm_ours<'a>(
     c: &'a mut [f32],
 ) -> impl FnMut() + 'a {
     move || {
-        let bv = if s.bt {
-            MatRef::new(b, s.n, s.k, s.k).t()
-        } else {
-            MatRef::new(b, s.k, s.n, s.n)
-        };
         // The shapes are consistent by construction; an error here is a bug in this file.
-        let av = if s.at {
-            MatRef::new(a, s.k, s.m, s.m).t()
-        } else {
-            MatRef::new(a, s.m, s.k, s.k)
-        };
-        kern.sgemm(1.0, av, bv, 0.0, MatMut::new(c, s.m, s.n, s.n))
-            .expect("bench operands match their shape");
+        kern.sgemm(
+            1.0,
+            s.a_view(a),
+            s.b_view(b),
+            0.0,
+            MatMut::new(c, s.m, s.n, s.n),
+        )
+        .expect("bench operands match their shape");
     }
 }

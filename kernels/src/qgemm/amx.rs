@@ -256,8 +256,9 @@ unsafe fn store_streamed(
     let n = ctx.w.n();
     let sa = &ctx.a.scales[i0..i0 + rows];
     let sw = &ctx.w.scales[j0..j0 + NB];
-    // SAFETY: `sw` holds 32 values; every store lies in row i of C, columns j0 - 15..j0 + 48
-    // clipped to the row's own run by the masks and line arithmetic below (caller's contract).
+    // Every store below lies in row i of C, columns j0 - 15..j0 + 48, clipped to the row's own
+    // run by the masks and line arithmetic (caller's contract).
+    // SAFETY: `sw` holds 32 values; each store stays in its row's run of C, as said above.
     unsafe {
         let (w0, w1) = (
             _mm512_loadu_ps(sw.as_ptr()),
