@@ -3,6 +3,8 @@
 //! bias epilogue, NaN sentinels in C's padding), bit for bit against the unpacked `sgemm` where
 //! that runs the packed loop nest too, on 1, 2 and 3 threads, and its errors.
 
+mod common;
+
 use anvil::kernels::gemm::reference;
 use anvil::kernels::{KernelError, Kernels, MatMut, MatRef};
 use proptest::prelude::*;
@@ -16,26 +18,6 @@ const PACKED_ROWS: usize = 8;
 fn tolerance(k: usize, magnitude: f32) -> f32 {
     let n = (k + 2) as f32 * f32::EPSILON;
     2.0 * n / (1.0 - n) * magnitude + f32::MIN_POSITIVE
-}
-
-/// A deterministic pseudo-random matrix in [-1, 1).
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
 }
 
 fn mat(c: &mut [f32], m: usize, n: usize, ld: usize) -> MatMut<'_> {
@@ -61,10 +43,10 @@ fn check(kern: &Kernels, c: &Case, seed: u64) {
     let (m, n, k, pad) = (c.m, c.n, c.k, c.pad);
     let (br, bc) = if c.tb { (n, k) } else { (k, n) };
     let (lda, ldb, ldc) = (k + pad, bc + pad, n + pad);
-    let a = fill(m * lda, seed);
-    let b = fill(br * ldb, seed ^ 0x9e37);
-    let bias = fill(n, seed ^ 0xb1a5);
-    let mut c0 = fill(m * ldc, seed ^ 0x7f4a);
+    let a = common::noise(seed, m * lda);
+    let b = common::noise(seed ^ 0x9e37, br * ldb);
+    let bias = common::noise(seed ^ 0xb1a5, n);
+    let mut c0 = common::noise(seed ^ 0x7f4a, m * ldc);
     for i in 0..m {
         c0[i * ldc + n..(i + 1) * ldc].fill(f32::NAN);
     }
@@ -181,7 +163,7 @@ fn alpha_beta_specials_and_nan_in_c() {
         }
         // beta == 0 reads nothing of C: NaN there does not reach the result.
         let (m, n, k) = (20, 50, 30);
-        let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+        let (a, b) = (common::noise(1, m * k), common::noise(2, k * n));
         let packed = kern.pack_b(MatRef::new(&b, k, n, n)).unwrap();
         let mut c = vec![f32::NAN; m * n];
         kern.sgemm_packed(
@@ -221,7 +203,11 @@ fn bit_identical_across_thread_counts() {
             (20, 3072, 768, true),
             (3, 300, 500, false),
         ] {
-            let (a, b, bias) = (fill(m * k, 11), fill(k * n, 12), fill(n, 14));
+            let (a, b, bias) = (
+                common::noise(11, m * k),
+                common::noise(12, k * n),
+                common::noise(14, n),
+            );
             let bv = if tb {
                 MatRef::new(&b, n, k, k).t()
             } else {
@@ -230,8 +216,8 @@ fn bit_identical_across_thread_counts() {
             let av = MatRef::new(&a, m, k, k);
             let packed = kern.pack_b(bv).unwrap();
             let run = |threads: usize, packed_b: bool| {
-                let mut c = fill(m * n, 13);
-                pool(threads).install(|| {
+                let mut c = common::noise(13, m * n);
+                common::pool(threads).install(|| {
                     let cm = MatMut::new(&mut c, m, n, n);
                     if packed_b {
                         kern.sgemm_packed_bias(1.0, av, &packed, 1.0, &bias, cm)
@@ -267,7 +253,7 @@ fn bit_identical_across_thread_counts() {
 fn mismatches_are_errors() {
     let tiers = Kernels::available().unwrap();
     let (m, n, k) = (16, 40, 24);
-    let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+    let (a, b) = (common::noise(1, m * k), common::noise(2, k * n));
     let mut c = vec![0.0; m * n];
     for kern in &tiers {
         let packed = kern.pack_b(MatRef::new(&b, k, n, n)).unwrap();

@@ -4,6 +4,8 @@
 //! sentinels in C's padding; and bit-identical results on 1 and 2 threads for GEMVs that are
 //! split between threads below the packed path's threshold.
 
+mod common;
+
 use anvil::kernels::gemm::reference;
 use anvil::kernels::{Kernels, MatMut, MatRef};
 
@@ -12,27 +14,6 @@ use anvil::kernels::{Kernels, MatMut, MatRef};
 fn tolerance(k: usize, magnitude: f32) -> f32 {
     let n = (k + 2) as f32 * f32::EPSILON;
     2.0 * n / (1.0 - n) * magnitude + f32::MIN_POSITIVE
-}
-
-/// A deterministic pseudo-random vector in [-1, 1).
-/// A rayon pool of `threads` threads, for comparing results across thread counts.
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-}
-
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// `C = alpha * A B + beta * C` with A `(m, k)`, B `(k, n)` or, `dot`, stored `(n, k)`.
@@ -47,10 +28,10 @@ fn run(
     beta: f32,
     pad: usize,
 ) -> Vec<f32> {
-    let a = fill(m * k, 1);
-    let b = fill(k * n, 2);
+    let a = common::noise(1, m * k);
+    let b = common::noise(2, k * n);
     let ldc = n + pad;
-    let mut c = fill(m * ldc, 3);
+    let mut c = common::noise(3, m * ldc);
     for i in 0..m {
         c[i * ldc + n..(i + 1) * ldc].fill(f32::NAN);
     }
@@ -83,7 +64,7 @@ fn every_row_count_across_unroll_and_split_widths() {
                     ] {
                         let got = run(Some(&kern), m, n, k, dot, alpha, beta, pad);
                         let want = run(None, m, n, k, dot, alpha, beta, pad);
-                        let c0 = fill(m * (n + pad), 3);
+                        let c0 = common::noise(3, m * (n + pad));
                         for i in 0..m {
                             for j in 0..n + pad {
                                 let (g, w) = (got[i * (n + pad) + j], want[i * (n + pad) + j]);
@@ -123,7 +104,7 @@ fn split_gemvs_bit_identical_across_thread_counts() {
             (3, 1536, 384, true),
             (2, 200, 700, false),
         ] {
-            let go = |t| pool(t).install(|| run(Some(&kern), m, n, k, dot, 1.0, 1.0, 0));
+            let go = |t| common::pool(t).install(|| run(Some(&kern), m, n, k, dot, 1.0, 1.0, 0));
             let (one, two) = (go(1), go(2));
             assert!(
                 one.iter()
@@ -150,10 +131,11 @@ fn prefetching_gemvs_match_the_reference_on_every_tier() {
             (5, 1001, 531, true, 0),
         ] {
             let (alpha, beta) = (1.0, 0.5);
-            let go = |t| pool(t).install(|| run(Some(&kern), m, n, k, dot, alpha, beta, pad));
+            let go =
+                |t| common::pool(t).install(|| run(Some(&kern), m, n, k, dot, alpha, beta, pad));
             let (one, two) = (go(1), go(2));
             let want = run(None, m, n, k, dot, alpha, beta, pad);
-            let c0 = fill(m * (n + pad), 3);
+            let c0 = common::noise(3, m * (n + pad));
             let isa = kern.isa();
             for (idx, ((&g, &w), &g2)) in one.iter().zip(&want).zip(&two).enumerate() {
                 assert_eq!(
