@@ -109,12 +109,16 @@ pub const GEMM_SHAPES: &[GemmShape] = &[
         ..GemmShape::nn(768, 1024, 3072)
     },
     // Inference on constant weights: GPT-2's QKV at a 64-token prefill (B read as the Linear
-    // weight), MiniLM's fused QKV at a batch of 32 sentences (its weights stored (IN, OUT)).
+    // weight), and MiniLM's four Linears at a batch of 32 sentences (its weights stored (IN, OUT)):
+    // fused QKV, attention output, MLP up and down.
     GemmShape {
         bt: true,
         ..GemmShape::nn(64, 768, 2304)
     },
     GemmShape::nn(512, 384, 1152),
+    GemmShape::nn(512, 384, 384),
+    GemmShape::nn(512, 384, 1536),
+    GemmShape::nn(512, 1536, 384),
 ];
 
 /// Operands for `s`: deterministic values in [-1, 1).
