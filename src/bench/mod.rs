@@ -92,6 +92,23 @@ fn interleaved_with(
     samples.into_iter().map(median).collect()
 }
 
+/// The median seconds of one call of `f` in a block of back-to-back calls: 3 untimed calls, then
+/// calls until `block` has passed (at least 5), as PyTorch's `median_seconds` times its side. One
+/// block is one figure of a [`rounds`] run, so blocks of ours and of a peer alternate.
+pub fn back_to_back(f: &mut dyn FnMut(), block: Duration) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < block && samples.len() < 10_000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    median(samples)
+}
+
 /// A run that reports the seconds of each of its figures (e.g. a peer process timing itself, or
 /// a generation timing its prefill and its decode).
 pub type Timed<'a> = &'a mut dyn FnMut() -> Result<Vec<f64>, String>;
@@ -124,6 +141,25 @@ impl Rounds {
         let a = self.figure(ours.0, ours.1);
         let b = self.figure(theirs.0, theirs.1);
         median(a.iter().zip(b).map(|(a, b)| b / a).collect())
+    }
+
+    /// As [`Rounds::speedup`], against whichever figure of run `theirs` was fastest in each round
+    /// (a peer with several engines, each a figure: its best engine of that round).
+    pub fn speedup_best(&self, ours: (usize, usize), theirs: usize) -> f64 {
+        let figs = self.samples.get(theirs).map_or(&[][..], Vec::as_slice);
+        let a = self.figure(ours.0, ours.1);
+        median(
+            a.iter()
+                .enumerate()
+                .map(|(round, a)| {
+                    let fastest = figs
+                        .iter()
+                        .filter_map(|f| f.get(round))
+                        .fold(f64::INFINITY, |m, &t| m.min(t));
+                    fastest / a
+                })
+                .collect(),
+        )
     }
 
     fn figure(&self, run: usize, fig: usize) -> &[f64] {
@@ -235,6 +271,38 @@ mod tests {
         assert_eq!(r.speedup((0, 0), (1, 1)), 3.0);
         assert_eq!(r.median(1, 1), 12.0);
         assert_eq!(r.median(2, 0), 0.0);
+    }
+
+    #[test]
+    fn speedup_best_takes_each_rounds_fastest_figure() {
+        // Ours 1 s every round; the peer's two engines trade places: the fastest of each round
+        // runs 3, 2, 4, 2, 5 s, whose median speed-up is 3 (either engine's alone is 4 or 5).
+        let mut ours = || -> Result<Vec<f64>, String> { Ok(vec![1.0]) };
+        let times = [
+            [9.0, 9.0],
+            [3.0, 6.0],
+            [8.0, 2.0],
+            [4.0, 7.0],
+            [2.0, 5.0],
+            [6.0, 5.0],
+        ];
+        let mut i = 0;
+        let mut peer = || -> Result<Vec<f64>, String> {
+            i += 1;
+            Ok(times[i - 1].to_vec())
+        };
+        let r = rounds(&mut [&mut ours, &mut peer], Duration::ZERO, 5).unwrap();
+        assert_eq!(r.speedup_best((0, 0), 1), 3.0);
+        assert_eq!(r.speedup((0, 0), (1, 0)), 4.0);
+        assert_eq!(r.speedup((0, 0), (1, 1)), 5.0);
+    }
+
+    #[test]
+    fn back_to_back_warms_then_times_at_least_five_calls() {
+        let mut calls = 0;
+        let t = back_to_back(&mut || calls += 1, Duration::ZERO);
+        assert_eq!(calls, 8);
+        assert!(t >= 0.0 && t.is_finite());
     }
 
     #[test]

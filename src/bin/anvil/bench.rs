@@ -4,6 +4,7 @@ use crate::Flags;
 use crate::peer::{Busy, TorchServer, busy_before, parse_torch_line};
 use anvil::bench::{self, GEMM_SHAPES, Record, Roofline};
 use anvil::kernels::Kernels;
+use anvil::kernels::qgemm::{QFormat, QPath};
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -32,8 +33,9 @@ Options:
   --threads N     threads to use (default: all cores)
   --json          one JSON object per line instead of a table
   --torch PYTHON  also run benches/torch_FAMILY.py with this interpreter (PyTorch installed);
-                  for block, train, embed and decode it runs in turn with ours, round after
-                  round, and each `vs_torch` line is the median of the per-round speed-ups
+                  for block, train, embed, decode and qgemm it runs in turn with ours, round
+                  after round (qgemm: blocks of back-to-back calls, ours then each engine's),
+                  and each `vs_torch` line is the median of the per-round speed-ups
   --seconds S     time budget per shape (default 1.5)
   --only TEXT     only the shapes (gemm) or models (decode, train) whose label contains TEXT
   --llmc BIN      (train) also run llm.c's compiled train_gpt2, paused while ours steps and
@@ -101,7 +103,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     out.roofline(threads);
     // `train`, `embed` and `decode` step PyTorch in turn with ours (a served child); the other
     // families run its script after ours.
-    let served = matches!(family, "train" | "embed" | "decode");
+    let served = matches!(family, "train" | "embed" | "decode" | "qgemm");
     let torch_py = f.value("torch");
     // The peer embeds the very same sentences with the very same model.
     let sentences = std::env::temp_dir().join(format!("anvil-embed-{}.txt", std::process::id()));
@@ -127,7 +129,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let result = match family {
         "gemm" => pool.install(|| gemm(threads, budget, f.value("only"), &mut out)),
         "rows" => pool.install(|| rows(threads, budget, &mut out)),
-        "qgemm" => pool.install(|| qgemm(threads, budget, &mut out)),
+        "qgemm" => pool.install(|| qgemm(threads, budget, server.as_mut(), &mut out)),
         "train" => pool.install(|| {
             train(
                 threads,
@@ -311,8 +313,17 @@ fn gemm(
     Ok(())
 }
 
-fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String> {
+fn qgemm(
+    threads: usize,
+    budget: Duration,
+    mut torch: Option<&mut TorchServer>,
+    out: &mut Output,
+) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
+    let engines: Vec<String> = match torch.as_mut() {
+        Some(t) => t.greeting()?.split_whitespace().map(String::from).collect(),
+        None => Vec::new(),
+    };
     for s in bench::QGEMM_SHAPES {
         let mut runs = bench::qgemm_runs(kern, *s)?;
         let mut fns: Vec<&mut dyn FnMut()> = runs
@@ -334,6 +345,15 @@ fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), Strin
                 seconds: t,
             });
         }
+        if let Some(t) = torch.as_deref_mut() {
+            let best = QPath::best(kern, s.m, QFormat::PerChannel);
+            let name = format!("anvil/qgemm_{best:?}").to_lowercase();
+            let run = runs
+                .iter_mut()
+                .find(|r| r.name == name)
+                .ok_or_else(|| format!("no {name} run on {}", s.label()))?;
+            qgemm_vs_torch(s, &name, run, t, &engines, threads, budget, out)?;
+        }
     }
     let mut runs = bench::convert_runs(kern);
     let mut fns: Vec<&mut dyn FnMut()> = runs
@@ -351,6 +371,68 @@ fn qgemm(threads: usize, budget: Duration, out: &mut Output) -> Result<(), Strin
             seconds: t,
         });
     }
+    Ok(())
+}
+
+/// Ours (the path the dispatcher picks for `s`) against each PyTorch engine, in turn, round after
+/// round: each figure is a block of back-to-back calls (warm, as both sides run a Linear in a
+/// model), so the host's slow spells weigh on both sides of each round's ratio.
+#[allow(clippy::too_many_arguments)]
+fn qgemm_vs_torch(
+    s: &bench::GemmShape,
+    name: &str,
+    ours: &mut bench::QRun,
+    torch: &mut TorchServer,
+    engines: &[String],
+    threads: usize,
+    budget: Duration,
+    out: &mut Output,
+) -> Result<(), String> {
+    // Five rounds of a block of ours and one of each engine fill the budget; 0.1 s at least
+    // (about 70 calls of the prefill shape).
+    let block = (budget / (5 * (1 + engines.len()) as u32)).max(Duration::from_millis(100));
+    let mut mine = || Ok(vec![bench::back_to_back(ours.run.as_mut(), block)]);
+    let shape = s.label();
+    let jobs: Vec<String> = engines
+        .iter()
+        .map(|e| format!("{e} {shape} {:.3}", block.as_secs_f64()))
+        .collect();
+    // One run of theirs: a block of each engine in turn, one figure each.
+    let mut theirs = || -> Result<Vec<f64>, String> {
+        let mut secs = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            secs.extend(torch.request(job)?.first());
+        }
+        Ok(secs)
+    };
+    let r = bench::rounds(&mut [&mut mine, &mut theirs], budget, 5)?;
+    let mut rec = |name: String, unit, value: f64, seconds| {
+        out.record(&Record {
+            name,
+            shape: shape.clone(),
+            threads,
+            unit,
+            value,
+            seconds,
+        })
+    };
+    let ours_t = r.median(0, 0);
+    rec(
+        format!("{name}/blocks"),
+        "gops",
+        s.flops() / ours_t / 1e9,
+        ours_t,
+    );
+    for (i, e) in engines.iter().enumerate() {
+        let t = r.median(1, i);
+        rec(format!("torch/qlinear_{e}"), "gops", s.flops() / t / 1e9, t);
+    }
+    rec(
+        format!("{name}/vs_torch_best"),
+        "ratio",
+        r.speedup_best((0, 0), 1),
+        ours_t,
+    );
     Ok(())
 }
 

@@ -112,6 +112,19 @@ impl TorchServer {
         })
     }
 
+    /// The first line the child prints before serving (e.g. what it can run), trimmed.
+    pub(crate) fn greeting(&mut self) -> Result<String, String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("torch child: {e}"))?;
+        if line.is_empty() {
+            return Err("the torch child stopped before serving (its stderr is above)".into());
+        }
+        Ok(line.trim().to_string())
+    }
+
     /// Runs `job` once in the child: the seconds of each of its figures.
     pub(crate) fn request(&mut self, job: &str) -> Result<Vec<f64>, String> {
         use std::io::{BufRead, Write};
