@@ -4,8 +4,8 @@
 //! - `quant.rs`: the two formats (per row / per channel f32 scale; per block of 32 with an f16
 //!   scale, as ggml's Q8_0), quantize / dequantize, reference and SIMD;
 //! - `pack.rs`: [`QWeights`], the packed weight layout shared by every kernel;
-//! - `scalar.rs`, `avx2.rs`, `vnni.rs` (AVX-VNNI 256 and AVX512-VNNI), `amx.rs`: one kernel each,
-//!   chosen by [`QPath`].
+//! - `scalar.rs`, `avx2.rs`, `vnni.rs` (AVX-VNNI 256 and AVX512-VNNI), `amx.rs` (its output side
+//!   in `amx_store.rs`): one kernel each, chosen by [`QPath`].
 //!
 //! Every path computes the same i32 dot products exactly, and dequantizes each one with the same
 //! f32 expression, `acc as f32 * (a_scale * w_scale)` (per block: summed over blocks in k order),
@@ -18,6 +18,7 @@
 //! [`Kernels::qgemm_i8_on`] forces a path.
 
 mod amx;
+mod amx_store;
 mod avx2;
 mod pack;
 pub mod quant;
