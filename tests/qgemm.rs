@@ -487,6 +487,8 @@ fn thread_count_does_not_change_results() {
 /// the halves of lines that straddle two column blocks: bit-identical to the reference for C at
 /// every float offset from a 64-byte line (so rows start mid-line), with a partial last column
 /// block, a last row block of 26 or 16 rows, on 1 and 2 threads, and nothing written outside C.
+/// Each block is written a few rows per k-step of the next: k of 1, 2 and 5 tile steps (all rows
+/// after the loop; all in one step; 8 rows a step, the 26-row block ending mid-step).
 #[test]
 fn f32_large_outputs_exact_at_every_alignment() {
     let mut r = Rng(29);
@@ -494,7 +496,7 @@ fn f32_large_outputs_exact_at_every_alignment() {
     if !QPath::Amx.is_available(kern) {
         return;
     }
-    for &(m, n, k) in &[(90, 3300, 70), (80, 3300, 64)] {
+    for &(m, n, k) in &[(90, 3300, 70), (80, 3300, 64), (90, 3000, 300)] {
         let (x, wf) = (r.vec(m * k), r.vec(n * k));
         let w = QWeights::per_channel(&kern, &wf, n, k).unwrap();
         let want = per_channel_reference(&x, &w, m, n, k);

@@ -6,15 +6,17 @@
 //! packed layout (see `pack.rs`). `tdpbssd` multiplies signed by signed bytes, so activations are
 //! plain i8 and need no correction; the activation buffer is padded to a multiple of 32 rows and
 //! laid out as contiguous 1 KB tiles, quantized straight into it ([`quantize_tiles`]; the exact-i32
-//! entry re-lays given bytes with [`to_tiles`]). Large f32 outputs leave through non-temporal
-//! stores ([`store_streamed`]).
+//! entry re-lays given bytes with [`to_tiles`]). Each finished 32 x 32 block is stored to one of
+//! two tile buffers and written to C a few rows per k-step of the next block, so the vector
+//! dequantization and the stores run while the tile unit multiplies instead of between blocks;
+//! large f32 outputs leave through non-temporal stores (the output side is `amx_store.rs`).
 #![cfg(target_arch = "x86_64")]
 
+use super::amx_store::{Carry, Epilogue, Pending, Stream, stream_full};
 use super::pack::Aligned;
 use super::quant::{Leaves, row_scales};
-use super::{Acts, Ctx, NB, Out, bytemuck_i8};
+use super::{Acts, Ctx, NB, bytemuck_i8};
 use std::arch::asm;
-use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -74,7 +76,7 @@ impl TileConfig {
 
 /// C tile buffer: 32 rows x NB i32, 64-byte aligned for `tilestored`.
 #[repr(C, align(64))]
-struct Tile([i32; 32 * NB]);
+pub(super) struct Tile(pub(super) [i32; 32 * NB]);
 
 /// Column blocks `blocks` of C, per-channel format, i8 activations padded to 32-row multiples.
 ///
@@ -88,7 +90,7 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
     let (kp, m) = (ctx.w.kp(), ctx.m);
     let steps = kp / 64;
-    let mut tile = Tile([0; 32 * NB]);
+    let mut tiles = [Tile([0; 32 * NB]), Tile([0; 32 * NB])];
     // The 32 x 32 blocks of C this call owns.
     // A last row block of at most 16 rows runs afterwards on half the tiles ([`half_block`]),
     // instead of multiplying 16 rows of padding.
@@ -115,8 +117,11 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
                 .flat_map(move |i0| (run.0..run.1).map(move |jb| (jb, i0, run)))
         })
         .peekable();
-    let stream = Stream::new(ctx);
-    let mut carry = Carry([[0.0; 16]; 32]);
+    let mut out = Epilogue {
+        ctx,
+        stream: Stream::new(ctx),
+        carry: Carry([[0.0; 16]; 32]),
+    };
     let ptrs = |(jb, i0): (usize, usize)| {
         // SAFETY: row block i0 < m lies in the 32-row-padded activation buffer, and panel pair 2jb, 2jb+1 in the packed weights (n padded to 32).
         unsafe {
@@ -130,7 +135,7 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
             }
         }
     };
-    // SAFETY: (all blocks below) tiles configured above; `Operands` cover `steps` k-steps of 1 KB tiles (contract and layout); `tile` holds 32 x NB i32.
+    // SAFETY: (all blocks below) tiles configured above; `Operands` cover `steps` k-steps of 1 KB tiles (contract and layout); `tiles` hold 32 x NB i32 each.
     unsafe {
         asm!(
             "tilezero tmm0",
@@ -144,6 +149,15 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
         // SAFETY: see above.
         unsafe { load_step(&ptrs((first.0, first.1)), 0) };
     }
+    // The previous block's output, dequantized and written a few rows per k-step of the current
+    // block while the tile unit multiplies (double-buffered in `tiles`).
+    let mut pending: Option<Pending> = None;
+    let per_step = if steps > 1 {
+        32usize.div_ceil(steps - 1)
+    } else {
+        32
+    };
+    let mut buf = 0;
     while let Some((jb, i0, run)) = jobs.next() {
         let ops = ptrs((jb, i0));
         if steps > 0 {
@@ -151,7 +165,20 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
             unsafe {
                 for s in 1..steps {
                     pipelined_step(&ops, s);
+                    if let Some(p) = pending.as_mut() {
+                        let upto = p.done + per_step;
+                        out.drain(&tiles[p.buf], p, upto);
+                    }
                 }
+            }
+        }
+        if let Some(p) = pending.as_mut() {
+            // SAFETY: see above.
+            unsafe { out.drain(&tiles[p.buf], p, 32) };
+        }
+        if steps > 0 {
+            // SAFETY: see above.
+            unsafe {
                 last_products();
             }
             if let Some(next) = jobs.peek() {
@@ -160,151 +187,41 @@ pub(crate) unsafe fn run(ctx: &Ctx, blocks: Range<usize>) {
                 unsafe { load_step(&ptrs((next.0, next.1)), 0) };
             }
         }
-        let rows = (m - i0).min(32);
-        // SAFETY: see above; rows i0.. of C below m, block jb inside n.
-        unsafe {
-            store_and_zero(&mut tile);
-            match stream {
-                Some(st) if stream_full(ctx, jb) => {
-                    let first = jb == run.0;
-                    let last = jb + 1 == run.1 || !stream_full(ctx, jb + 1);
-                    store_streamed(
-                        ctx,
-                        st,
-                        &tile,
-                        (i0, rows, jb * NB),
-                        (first, last),
-                        &mut carry,
-                    );
-                }
-                _ => super::vnni::store512(ctx, &tile.0, i0, rows, jb * NB, false),
-            }
-        }
+        // SAFETY: see above.
+        unsafe { store_and_zero(&mut tiles[buf]) };
+        let streamed = out.stream.is_some() && stream_full(ctx, jb);
+        pending = Some(Pending {
+            buf,
+            i0,
+            rows: (m - i0).min(32),
+            j0: jb * NB,
+            flags: streamed.then(|| (jb == run.0, jb + 1 == run.1 || !stream_full(ctx, jb + 1))),
+            done: 0,
+        });
+        buf ^= 1;
     }
-    if stream.is_some() {
+    if let Some(p) = pending.as_mut() {
+        // SAFETY: see above.
+        unsafe { out.drain(&tiles[p.buf], p, 32) };
+    }
+    if out.stream.is_some() {
         // Non-temporal stores are weakly ordered: drain them before the caller can read C.
         // SAFETY: `sfence` only orders this thread's stores.
         unsafe { std::arch::x86_64::_mm_sfence() };
     }
+    let tile = &mut tiles[0];
     if full_rows < m {
         for jb in blocks {
             let ops = ptrs((jb, full_rows));
             // SAFETY: as above; rows full_rows.. (at most 16) of C below m, block jb inside n.
             unsafe {
-                half_block(&ops, steps, &mut tile);
+                half_block(&ops, steps, tile);
                 super::vnni::store512(ctx, &tile.0, full_rows, m - full_rows, jb * NB, false);
             }
         }
     }
     // SAFETY: releases the tile state this thread configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
-}
-
-/// Dequantized outputs of at least this many bytes go to C with non-temporal stores: C is then
-/// larger than what the L2 keeps beside the weights it streams, and ordinary stores would first
-/// read every line of C (measured on 256 x 768 x 3072, 3 MiB of C: the f32 stores cost about 40%
-/// of the call with ordinary stores, and NT stores took 15-25% off the call).
-const STREAM_MIN_BYTES: usize = 1 << 20;
-
-/// Streaming is on for this problem: the per-row activation scales and C's base pointer.
-#[derive(Clone, Copy)]
-struct Stream {
-    c: *mut f32,
-}
-
-impl Stream {
-    fn new(ctx: &Ctx) -> Option<Self> {
-        match ctx.out {
-            Out::F32(c) if ctx.m * ctx.w.n() * 4 >= STREAM_MIN_BYTES => Some(Self { c }),
-            _ => None,
-        }
-    }
-}
-
-/// Whether column block `jb` is whole (32 columns inside n), which streaming requires.
-fn stream_full(ctx: &Ctx, jb: usize) -> bool {
-    (jb + 1) * NB <= ctx.w.n()
-}
-
-/// Per row of a 32-row block, the last 16 values of the previous column block of the same run,
-/// not yet written: with C rows not on a 64-byte boundary, the cache line that straddles two
-/// blocks is streamed whole once both halves are known.
-#[repr(C, align(64))]
-struct Carry([[f32; 16]; 32]);
-
-/// Dequantizes `tile` (rows, NB) i32 into rows `i0..i0 + rows`, columns `j0..j0 + 32` of C with
-/// non-temporal stores of whole cache lines. A row starting `o` floats past a line boundary
-/// (o > 0) spans three lines; the middle one is streamed, the first is completed from the
-/// previous block's `carry` and streamed unless this block starts its run (`first`: ordinary
-/// masked store of its part), and the last is kept in `carry` for the next block unless this
-/// block ends its run (`last`: ordinary masked store). Lines shared with another run are thus
-/// only ever written by ordinary stores. Same arithmetic as `store512`.
-///
-/// # Safety
-/// As `store512`, the CPU has AVX-512 F, `j0 + 32 <= n`, C is `st.c`, and `carry` holds the
-/// previous block of this run for these rows unless `first`.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_streamed(
-    ctx: &Ctx,
-    st: Stream,
-    tile: &Tile,
-    (i0, rows, j0): (usize, usize, usize),
-    (first, last): (bool, bool),
-    carry: &mut Carry,
-) {
-    use std::arch::x86_64::*;
-    let n = ctx.w.n();
-    let sa = &ctx.a.scales[i0..i0 + rows];
-    let sw = &ctx.w.scales[j0..j0 + NB];
-    // Every store below lies in row i of C, columns j0 - 15..j0 + 48, clipped to the row's own
-    // run by the masks and line arithmetic (caller's contract).
-    // SAFETY: `sw` holds 32 values; each store stays in its row's run of C, as said above.
-    unsafe {
-        let (w0, w1) = (
-            _mm512_loadu_ps(sw.as_ptr()),
-            _mm512_loadu_ps(sw.as_ptr().add(16)),
-        );
-        for (r, &a) in sa.iter().enumerate() {
-            let a = _mm512_set1_ps(a);
-            let t = tile.0.as_ptr().add(r * NB);
-            let d0 = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_load_si512(t.cast())),
-                _mm512_mul_ps(a, w0),
-            );
-            let d1 = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_load_si512(t.add(16).cast())),
-                _mm512_mul_ps(a, w1),
-            );
-            let dst = st.c.add((i0 + r) * n + j0);
-            let o = (dst as usize % 64) / 4;
-            if o == 0 {
-                _mm512_stream_ps(dst, d0);
-                _mm512_stream_ps(dst.add(16), d1);
-                continue;
-            }
-            // Lanes l of a line starting at dst - o + 16q: concatenation (lo, hi) at l + 16 - o.
-            let idx = _mm512_add_epi32(
-                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                _mm512_set1_epi32(16 - o as i32),
-            );
-            let line = dst.sub(o);
-            // Partial lines take masked stores at the line's own (aligned) address, so that no
-            // store touches a line that is being streamed.
-            let low: __mmask16 = (1u16 << o) - 1;
-            if first {
-                _mm512_mask_store_ps(line, !low, _mm512_permutex2var_ps(d0, idx, d0));
-            } else {
-                let prev = _mm512_load_ps(carry.0[r].as_ptr());
-                _mm512_stream_ps(line, _mm512_permutex2var_ps(prev, idx, d0));
-            }
-            _mm512_stream_ps(line.add(16), _mm512_permutex2var_ps(d0, idx, d1));
-            if last {
-                _mm512_mask_store_ps(line.add(32), low, _mm512_permutex2var_ps(d1, idx, d1));
-            } else {
-                _mm512_store_ps(carry.0[r].as_mut_ptr(), d1);
-            }
-        }
-    }
 }
 
 /// One 32 x 32 block's operands: two row tiles of A and a panel pair of W, each `kp * 16`
@@ -348,15 +265,9 @@ unsafe fn load_step(o: &Operands, s: usize) {
 /// Tiles configured and step `s - 1` loaded; step `s` lies inside each operand.
 #[inline(always)]
 unsafe fn pipelined_step(o: &Operands, s: usize) {
-    // SAFETY: caller's contract; prefetches are hints that never fault, even past the buffer.
+    // SAFETY: caller's contract. No software prefetch of B: the tiles stream from L2 at the
+    // products' rate, and 32 prefetches per step measured ~3% slower over the call.
     unsafe {
-        // B streams from L2 while the row block of A stays in L1: pull the B tiles two steps
-        // ahead into L1 (past a panel's end that is the next panel, read next).
-        for l in 0..16 {
-            let ahead = (s + 2) * 1024 + l * 64;
-            _mm_prefetch::<_MM_HINT_T0>(o.b.wrapping_add(ahead));
-            _mm_prefetch::<_MM_HINT_T0>(o.b1.wrapping_add(ahead));
-        }
         asm!(
             "tdpbssd tmm0, tmm4, tmm6",
             "tdpbssd tmm1, tmm4, tmm7",
