@@ -2,6 +2,8 @@
 //! recomputation at every step, for every architecture (the sliding-window ring included), with
 //! rows of different lengths decoded together.
 
+mod common;
+
 use anvil::io::safetensors::SafeTensors;
 use anvil::models::{Config, Model};
 use std::path::PathBuf;
@@ -182,5 +184,51 @@ fn batched_prefill_of_last_logits() {
             assert!(d <= CACHE_ATOL, "{arch}: row {r}: {d}");
         }
         assert!((0..b).all(|r| cache.seen(r) == t), "{arch}: cache advanced");
+    }
+}
+
+/// The decode bench's tiny GPT and its mixture, cut to two layers: weights large enough for
+/// huge pages (the 6 MB embedding) and for GEMVs split along k between threads (the 1.8 and
+/// 2.4 MB projections). Cached logits equal the full forward, and greedy decoding gives the
+/// same tokens on 1 and 2 threads.
+#[test]
+fn decode_with_split_gemvs_and_huge_pages_is_exact_on_any_thread_count() {
+    use anvil::bench::decode::decode_models;
+    use anvil::generate::{GenerateConfig, Sampling, generate};
+    for dm in decode_models()
+        .into_iter()
+        .filter(|d| d.name.starts_with("tiny"))
+    {
+        let cfg = Config {
+            n_layers: 2,
+            max_seq_len: 48,
+            ..dm.config
+        };
+        let mut m = Model::new(cfg, 3).unwrap();
+        let embed = &m.params()[0];
+        let storage = format!(
+            "{:?}",
+            m.graph_ref().param_tensor(embed.1).unwrap().storage()
+        );
+        assert!(storage.contains("huge pages"), "{}: {storage}", embed.0);
+        let ids: Vec<u32> = (0..40).map(|i| (i * 2654435761u64 % 4096) as u32).collect();
+        check(dm.name, &mut m, &ids, 2, &[3, 11]);
+        let gen_cfg = GenerateConfig {
+            sampling: Sampling::default(),
+            max_new_tokens: 12,
+            ..GenerateConfig::default()
+        };
+        let mut greedy = |threads| {
+            common::pool(threads).install(|| {
+                generate(&mut m, &[ids[..7].to_vec()], &gen_cfg, None, |_| {})
+                    .unwrap()
+                    .0[0]
+                    .tokens
+                    .clone()
+            })
+        };
+        let (one, two) = (greedy(1), greedy(2));
+        assert_eq!(one.len(), 12, "{}", dm.name);
+        assert_eq!(one, two, "{}: 1 and 2 threads", dm.name);
     }
 }

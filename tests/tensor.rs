@@ -137,3 +137,27 @@ fn display_and_debug_summarise_large_tensors() {
         "Tensor[0, 4] f32 []"
     );
 }
+
+#[test]
+fn huge_page_tensors_keep_values_and_copy_on_write() {
+    let n = 3 << 20;
+    let vals: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 - 500.0).collect();
+    let t = Tensor::from_vec(vals.clone(), &[3, 1 << 20]).unwrap();
+    let h = t.in_huge_pages().unwrap();
+    assert_eq!(h.shape(), t.shape());
+    assert_eq!(h.as_slice(), &vals[..]);
+    assert_eq!(
+        h.as_slice().as_ptr() as usize % anvil::tensor::HUGE_PAGE,
+        0,
+        "starts on a huge page"
+    );
+    assert!(!h.is_mapped(), "our own memory, not a file's");
+    assert!(format!("{:?}", h.storage()).contains("huge pages"));
+    let row = h.narrow(1, 1).unwrap();
+    assert_eq!(row.as_slice(), &vals[1 << 20..2 << 20]);
+    let mut w = h.clone();
+    w.make_mut()[0] = 7.0;
+    assert_eq!(w.as_slice()[0], 7.0);
+    assert_eq!(h.as_slice()[0], vals[0], "the mapped original is untouched");
+    assert!(format!("{:?}", w.storage()).contains("owned"));
+}
