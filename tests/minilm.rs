@@ -182,6 +182,23 @@ fn parity_minilm_packed_sentence_embeddings() {
         );
     }
     println!("minilm packed: worst cosine {worst_cos:.9}, max |diff| {worst_diff:.2e}");
+    // Each thread embeds its own part of a batch: the same bits on any thread count (every op is
+    // per token or per sentence, and the GEMM computes each element alike whatever the rows).
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let other = pool.install(|| e.embed(&texts, |_, _| {})).unwrap();
+        assert!(
+            other
+                .iter()
+                .flatten()
+                .zip(got.iter().flatten())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "embeddings on {threads} thread(s) differ from the default pool's"
+        );
+    }
     // Bad sequences are errors naming what is wrong, not panics.
     let mut s = anvil::models::EncoderScratch::default();
     let err = e.encoder.embed_packed(&[&[101, 102], &[]], &mut s);

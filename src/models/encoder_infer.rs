@@ -7,7 +7,11 @@
 //! int8 also quantizes the activations once for the three) and attention reads them from its
 //! output in place; each Linear's bias is added in the pass that follows it (attention; GELU;
 //! the residual add before LayerNorm).
-//! Buffers live in [`Scratch`] and are reused from batch to batch. It computes what
+//! A batch is cut into one part per thread, of about equal token counts, and each thread embeds
+//! its own part start to end, so the threads do not wait for each other at every op; the same
+//! bits come out on any thread count (every op is per token or per sentence). Sharing the work of
+//! each op instead scaled 1.6-1.8x from 1 to 2 threads.
+//! Buffers live in [`Scratch`], a set per part, and are reused from batch to batch. It computes what
 //! [`Encoder::forward`] followed by [`super::mean_pool_normalize`] computes, with the same kernels;
 //! `tests/minilm.rs` holds it to the PyTorch reference.
 
@@ -50,9 +54,16 @@ enum Weight {
     Int8Of(QParamId),
 }
 
-/// Buffers of the inference path, grown to the largest batch seen and reused.
+/// Buffers of the inference path, grown to the largest batch seen and reused: one set per part
+/// of a batch (a part per thread).
 #[derive(Debug, Default)]
 pub struct Scratch {
+    parts: Vec<Bufs>,
+}
+
+/// The buffers of one part of a batch.
+#[derive(Debug, Default)]
+struct Bufs {
     x: Vec<f32>,
     qkv: Vec<f32>,
     ctx: Vec<f32>,
@@ -240,6 +251,28 @@ fn bias_gelu(k: &Kernels, h: &[f32], bias: &[f32], act: &mut [f32]) -> Result<()
     Ok(())
 }
 
+/// `seqs` cut into at most `parts` consecutive runs of about equal token counts (each non-empty).
+fn split_by_tokens<'s, 't>(seqs: &'s [&'t [u32]], parts: usize) -> Vec<&'s [&'t [u32]]> {
+    let total: usize = seqs.iter().map(|t| t.len()).sum();
+    let parts = parts.clamp(1, seqs.len().max(1));
+    let mut out = Vec::with_capacity(parts);
+    let (mut start, mut acc) = (0, 0);
+    for (i, t) in seqs.iter().enumerate() {
+        acc += t.len();
+        // Close the part once it holds its share of the tokens, keeping a sentence for each
+        // part still to come.
+        let want = total * (out.len() + 1) / parts;
+        if out.len() + 1 < parts && acc >= want && seqs.len() - (i + 1) >= parts - out.len() - 1 {
+            out.push(&seqs[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < seqs.len() || out.is_empty() {
+        out.push(&seqs[start..]);
+    }
+    out
+}
+
 impl Encoder {
     /// Sentence embeddings of `seqs` (token ids, `[CLS] ... [SEP]`, any lengths) without the
     /// tape or padding: the mean of the last hidden states over each sentence's tokens, then
@@ -272,6 +305,26 @@ impl Encoder {
         if self.fused.is_none() {
             self.fused = Some(build_layers(&self.graph, &self.layers)?);
         }
+        let parts = split_by_tokens(seqs, rayon::current_num_threads());
+        if s.parts.len() < parts.len() {
+            s.parts.resize_with(parts.len(), Bufs::default);
+        }
+        let this = &*self;
+        let outs: Vec<Result<Vec<Vec<f32>>>> = parts
+            .into_par_iter()
+            .zip(s.parts.par_iter_mut())
+            .map(|(part, bufs)| this.embed_part(part, bufs))
+            .collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        for o in outs {
+            out.extend(o?);
+        }
+        Ok(out)
+    }
+
+    /// [`Encoder::embed_packed`] on one part of a batch, with its own buffers (checked input).
+    fn embed_part(&self, seqs: &[&[u32]], s: &mut Bufs) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
         let fused = self.fused.as_deref().unwrap_or_default();
         let lens: Vec<usize> = seqs.iter().map(|t| t.len()).collect();
         let n: usize = lens.iter().sum();
@@ -346,5 +399,29 @@ impl Encoder {
             off += l;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_tokens;
+
+    #[test]
+    fn parts_cover_the_batch_in_order_with_even_token_counts() {
+        let lens = [5usize, 30, 7, 7, 12, 40, 3, 9, 20, 1];
+        let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| vec![101; n]).collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        for parts in 1..=12 {
+            let got = split_by_tokens(&refs, parts);
+            assert!(!got.is_empty() && got.len() <= parts.min(refs.len()));
+            assert!(got.iter().all(|p| !p.is_empty()), "{parts}: an empty part");
+            let joined: Vec<&[u32]> = got.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(joined, refs, "{parts}: parts must cover the batch in order");
+        }
+        // Two parts: 134 tokens cut after the sentence that passes 67 (5 + 30 + 7 + 7 + 12 + 40).
+        let two = split_by_tokens(&refs, 2);
+        assert_eq!(two.iter().map(|p| p.len()).collect::<Vec<_>>(), [6, 4]);
+        assert_eq!(split_by_tokens(&refs[..1], 2).len(), 1);
+        assert_eq!(split_by_tokens(&[], 2).len(), 1);
     }
 }
