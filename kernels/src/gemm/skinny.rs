@@ -128,11 +128,39 @@ const K_SLICES: usize = 8;
 /// # Safety
 /// As [`try_run`]; `p` is in the axpy form (`csb == 1`).
 unsafe fn k_split(p: &Problem, axpy: unsafe fn(&Problem, usize, usize)) {
+    thread_local! {
+        /// The partial sums, kept per calling thread and reused: one decode step makes several
+        /// of these GEMVs per layer, and a fresh buffer per call costs allocation and page faults.
+        static PARTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PARTS.with(|cell| {
+        // A GEMV that rayon runs on this thread while it waits below finds the buffer taken and
+        // uses a fresh one.
+        let mut spare = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let buf = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut spare,
+        };
+        // SAFETY: forwarded contract.
+        unsafe { k_split_into(p, axpy, buf) }
+    });
+}
+
+/// [`k_split`] with its partial sums in `part` (grown as needed; stale values are never read:
+/// each slice's product is stored with beta 0, which does not read C).
+///
+/// # Safety
+/// As [`k_split`].
+unsafe fn k_split_into(p: &Problem, axpy: unsafe fn(&Problem, usize, usize), part: &mut Vec<f32>) {
     use rayon::prelude::*;
     let rows = p.k.div_ceil(K_SLICES).next_multiple_of(AXPY_ROWS);
     let slices = p.k.div_ceil(rows);
     let (m, n) = (p.m, p.n);
-    let mut part = vec![0.0f32; slices * m * n];
+    if part.len() < slices * m * n {
+        part.resize(slices * m * n, 0.0);
+    }
+    let part = &mut part[..slices * m * n];
     part.par_chunks_mut(m * n).enumerate().for_each(|(s, buf)| {
         let k0 = s * rows;
         let q = Problem {
