@@ -1,5 +1,5 @@
-//! Probes of this machine's ceilings: peak FMA throughput of the best tier, for the roofline that
-//! `anvil bench` prints beside every figure.
+//! Probes of this machine's ceilings: peak FMA throughput of the best tier and the rate at which
+//! one core reads a buffer, for the roofline that `anvil bench` prints beside every figure.
 
 use crate::{Isa, Kernels};
 
@@ -18,7 +18,32 @@ impl Kernels {
             _ => scalar(iters),
         }
     }
+
+    /// Reads every value of `data` once and returns their sum: time it to get the rate at which
+    /// one core reads a buffer of that size (run it on every core, over parts of one buffer, for
+    /// the machine's). The vector tiers read [`READ_STREAMS`] parts of `data` side by side, each
+    /// prefetched [`READ_AHEAD`] values ahead: measured here on a 48 MB buffer and 2 threads,
+    /// one sequential stream per core read 22.5 GB/s, 8 streams 30, 8 prefetched streams 35. The
+    /// sum is exact whenever every partial sum is (small integers), whatever the order.
+    pub fn read_probe(&self, data: &[f32]) -> f32 {
+        match self.isa() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Kernels value exists for a tier only if the CPU supports it.
+            Isa::Avx512 => unsafe { x86::read512(data) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { x86::read256(data) },
+            _ => data.iter().sum(),
+        }
+    }
 }
+
+/// Parts of the buffer the read probe walks side by side: several sequential streams keep more
+/// cache-line misses in flight than one.
+pub const READ_STREAMS: usize = 8;
+
+/// How far ahead of each stream (values) the read probe prefetches.
+pub const READ_AHEAD: usize = 1024;
 
 /// Independent accumulator chains: enough to cover FMA latency (4 cycles) times 2 ports.
 const CHAINS: usize = 12;
@@ -36,7 +61,7 @@ fn scalar(iters: usize) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::CHAINS;
+    use super::{CHAINS, READ_AHEAD, READ_STREAMS};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -63,5 +88,64 @@ mod x86 {
         }
         std::hint::black_box(acc);
         (iters * CHAINS * 8 * 2) as f64
+    }
+
+    /// [`super::Kernels::read_probe`] on `L`-lane vectors: `READ_STREAMS` equal parts of whole
+    /// vectors read side by side, then the rest one value at a time.
+    #[inline(always)]
+    unsafe fn read<const L: usize, V: Copy>(
+        data: &[f32],
+        zero: V,
+        load: impl Fn(*const f32) -> V,
+        add: impl Fn(V, V) -> V,
+        sum: impl Fn(V) -> f32,
+    ) -> f32 {
+        let part = data.len() / (READ_STREAMS * L) * L;
+        let base = data.as_ptr();
+        let mut acc = [zero; READ_STREAMS];
+        let mut i = 0;
+        while i < part {
+            for (s, a) in acc.iter_mut().enumerate() {
+                let p = base.wrapping_add(s * part + i);
+                // SAFETY: a prefetch never faults, so the address may lie past the buffer.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(READ_AHEAD).cast()) };
+                *a = add(*a, load(p));
+            }
+            i += L;
+        }
+        let tail: f32 = data[READ_STREAMS * part..].iter().sum();
+        acc.into_iter().map(sum).sum::<f32>() + tail
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn read512(data: &[f32]) -> f32 {
+        // SAFETY: `read` loads whole vectors inside its streams' parts of `data`; AVX-512 F is on.
+        unsafe {
+            read::<16, __m512>(
+                data,
+                _mm512_setzero_ps(),
+                |p| _mm512_loadu_ps(p),
+                |a, b| _mm512_add_ps(a, b),
+                |v| _mm512_reduce_add_ps(v),
+            )
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn read256(data: &[f32]) -> f32 {
+        // SAFETY: `read` loads whole vectors inside its streams' parts of `data`; AVX2 is on.
+        unsafe {
+            read::<8, __m256>(
+                data,
+                _mm256_setzero_ps(),
+                |p| _mm256_loadu_ps(p),
+                |a, b| _mm256_add_ps(a, b),
+                |v| {
+                    let mut l = [0.0f32; 8];
+                    _mm256_storeu_ps(l.as_mut_ptr(), v);
+                    l.iter().sum()
+                },
+            )
+        }
     }
 }

@@ -109,9 +109,13 @@ pub fn weight_bytes_per_token(m: &Model) -> usize {
 pub type DecodePeer<'a> = &'a mut (dyn FnMut(&str) -> Result<Vec<f64>, String> + Send);
 
 /// Prefill and decode records for every model, f32 then int8, plus the decode's weight
-/// traffic (`gbps`). With a `peer`, its generation runs in turn with ours, round after round,
+/// traffic (`gbps`) and its ceiling: the rate at which this machine reads a buffer of one f32
+/// step's weight bytes (`read_ceiling`, measured in turn with the decodes) and the decode
+/// tokens/s that rate would allow if a step did nothing but stream its weights
+/// (`decode_ceiling`). With a `peer`, its generation runs in turn with ours, round after round,
 /// and the records add its figures and our speed-ups over it (`ratio`, per round, median):
-/// prefill and decode in f32, and the int8 decode against the peer's (f32) decode.
+/// prefill and decode in f32, the int8 decode against the peer's (f32) decode, and the ceiling's
+/// (`f32/ceiling_vs_torch`: the largest f32 decode speed-up this machine's memory allows).
 ///
 /// `only`: the models whose name contains it.
 ///
@@ -131,11 +135,16 @@ pub fn decode_records(
         let mut f32m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
         let mut int8m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
         int8m.quantize().map_err(|e| e.to_string())?;
+        // The read ceiling: a buffer of one f32 decode step's weight bytes, read in turn with
+        // the decodes, its seconds per pass scaled to the NEW steps of a decode.
+        let bytes = weight_bytes_per_token(&f32m);
+        let mut pass = super::read_pass(bytes, threads);
         let r = {
             let mut a = || decode_once(&mut f32m);
             let mut b = || decode_once(&mut int8m);
+            let mut c = || Ok(vec![pass() * NEW as f64]);
             let mut theirs = peer.as_mut().map(|p| move || p(dm.name));
-            let mut runs: Vec<super::Timed> = vec![&mut a, &mut b];
+            let mut runs: Vec<super::Timed> = vec![&mut a, &mut b, &mut c];
             if let Some(t) = theirs.as_mut() {
                 runs.push(t);
             }
@@ -152,12 +161,25 @@ pub fn decode_records(
                 seconds,
             })
         };
+        let ceiling = r.median(2, 0);
+        rec(
+            format!("anvil/{}-f32/read_ceiling", dm.name),
+            "gbps",
+            bytes as f64 * NEW as f64 / ceiling / 1e9,
+            ceiling,
+        );
+        rec(
+            format!("anvil/{}-f32/decode_ceiling", dm.name),
+            "tokens_per_s",
+            NEW as f64 / ceiling,
+            ceiling,
+        );
         let engines = [
-            (format!("anvil/{}-f32", dm.name), Some(&f32m)),
-            (format!("anvil/{}-int8", dm.name), Some(&int8m)),
-            (format!("torch/{}-f32", dm.name), None),
+            (format!("anvil/{}-f32", dm.name), Some(&f32m), 0),
+            (format!("anvil/{}-int8", dm.name), Some(&int8m), 1),
+            (format!("torch/{}-f32", dm.name), None, 3),
         ];
-        for (run, (tag, model)) in engines.into_iter().enumerate().take(r.samples.len()) {
+        for (tag, model, run) in engines.into_iter().filter(|e| e.2 < r.samples.len()) {
             let (p, d) = (r.median(run, 0), r.median(run, 1));
             rec(
                 format!("{tag}/prefill"),
@@ -176,14 +198,15 @@ pub fn decode_records(
                 );
             }
         }
-        if r.samples.len() > 2 {
+        if r.samples.len() > 3 {
             let tag = format!("anvil/{}", dm.name);
-            for (name, ours) in [
-                ("f32/prefill_vs_torch", (0, 0)),
-                ("f32/decode_vs_torch", (0, 1)),
-                ("int8/decode_vs_torch_f32", (1, 1)),
+            // The ceiling's one figure is its NEW steps' seconds: against the peer's decode.
+            for (name, ours, theirs) in [
+                ("f32/prefill_vs_torch", (0, 0), (3, 0)),
+                ("f32/decode_vs_torch", (0, 1), (3, 1)),
+                ("int8/decode_vs_torch_f32", (1, 1), (3, 1)),
+                ("f32/ceiling_vs_torch", (2, 0), (3, 1)),
             ] {
-                let theirs = (2, ours.1);
                 rec(
                     format!("{tag}-{name}"),
                     "ratio",

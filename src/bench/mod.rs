@@ -216,6 +216,8 @@ pub struct Roofline {
     pub peak_gflops: f64,
     /// Large-buffer copy bandwidth, GB/s counting bytes read plus bytes written.
     pub copy_gbps: f64,
+    /// Large-buffer read bandwidth (nothing written), GB/s: see [`read_gbps`].
+    pub read_gbps: f64,
 }
 
 /// Measures the roofline on `threads` threads of the current rayon pool.
@@ -238,10 +240,50 @@ pub fn roofline(threads: usize) -> Roofline {
             .zip(src.par_chunks(per))
             .for_each(|(d, s)| d.copy_from_slice(s));
     };
-    let t = interleaved(&mut [&mut fma, &mut copy], Duration::from_millis(600), 5);
+    let mut read = || {
+        src.par_chunks(per).for_each(|s| {
+            std::hint::black_box(kern.read_probe(s));
+        })
+    };
+    let t = interleaved(
+        &mut [&mut fma, &mut copy, &mut read],
+        Duration::from_millis(900),
+        5,
+    );
     Roofline {
         peak_gflops: flops / t[0] / 1e9,
         copy_gbps: (2 * 4 * per * threads) as f64 / t[1] / 1e9,
+        read_gbps: (4 * per * threads) as f64 / t[2] / 1e9,
+    }
+}
+
+/// A reader of a buffer of `bytes` on `threads` threads of the current rayon pool: each call
+/// reads the whole buffer again and again, each thread its own contiguous part with
+/// [`anvil_kernels::Kernels::read_probe`] (several prefetched streams), and returns the median
+/// seconds of one pass (at least 3 passes, and at least 20 ms of them). This is the least time a
+/// step that reads that many bytes of weights can take to stream them; a buffer that fits in
+/// the caches reads faster than DRAM, as a small model's weights may from one decode step to the
+/// next.
+pub fn read_pass(bytes: usize, threads: usize) -> impl FnMut() -> f64 {
+    use rayon::prelude::*;
+    let kern = anvil_kernels::Kernels::best();
+    let n = (bytes / 4).max(threads * 64);
+    let buf = vec![1.0f32; n];
+    let per = n.div_ceil(threads.max(1));
+    move || {
+        let pass = || {
+            let t = Instant::now();
+            buf.par_chunks(per).for_each(|s| {
+                std::hint::black_box(kern.read_probe(s));
+            });
+            t.elapsed().as_secs_f64()
+        };
+        let start = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 3 || start.elapsed() < Duration::from_millis(20) {
+            times.push(pass());
+        }
+        median(times)
     }
 }
 

@@ -188,6 +188,10 @@ impl Output {
                 "{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
                 r.copy_gbps
             );
+            println!(
+                "{{\"name\":\"machine/read\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
+                r.read_gbps
+            );
             if let Some(b) = self.busy {
                 println!(
                     "{{\"name\":\"machine/busy\",\"shape\":\"-\",\"threads\":{threads},\"cores\":{:.2},\"steal\":{:.3}}}",
@@ -196,8 +200,9 @@ impl Output {
             }
         } else {
             println!(
-                "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s",
-                r.peak_gflops, r.copy_gbps
+                "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s, \
+                 read bandwidth {:.1} GB/s",
+                r.peak_gflops, r.copy_gbps, r.read_gbps
             );
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             if let Some(b) = self.busy {
