@@ -346,6 +346,21 @@ pub struct BlockTimes {
     pub torch: Option<f64>,
 }
 
+/// Floating-point operations of one forward + backward of the block on `(b, t)`: the four
+/// Linear layers' GEMMs (`2 n d_in d_out` each for `n = b t` rows) and causal attention's two
+/// products per head over the `t (t + 1) / 2` unmasked query-key pairs, forward; the backward
+/// computes two products for each forward one (the gradients of both operands), so 3x in all.
+/// Norms, GELU, softmax and the adds are left out (a few percent): the figure is the GEMM-class
+/// work a step cannot avoid, so `flops / seconds` is a floor on what a step sustains.
+pub fn block_flops(b: usize, t: usize) -> f64 {
+    let n = (b * t) as f64;
+    let (c, ff) = (C as f64, FF as f64);
+    let linear = 2.0 * n * (c * 3.0 * c + c * c + c * ff + ff * c);
+    let pairs = (b * HEADS) as f64 * (t * (t + 1) / 2) as f64;
+    let attention = 2.0 * 2.0 * pairs * (C / HEADS) as f64;
+    3.0 * (linear + attention)
+}
+
 impl BlockTimes {
     /// The share of the graph step spent outside the kernels: `(graph - raw) / graph`.
     pub fn tape_overhead(&self) -> f64 {
@@ -396,4 +411,18 @@ pub fn measure_block(
         raw: super::median(rs),
         torch: (!ts.is_empty()).then(|| super::median(ts)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// B 4, T 64: 256 rows through 12 d^2 weights, 48 heads over 64 * 65 / 2 query-key pairs
+    /// of width 64, forward; 3x with the backward.
+    #[test]
+    fn block_flops_counts_linears_and_causal_attention() {
+        let d = 768.0f64;
+        let forward = 2.0 * 256.0 * 12.0 * d * d + 4.0 * 48.0 * 2080.0 * 64.0;
+        assert_eq!(block_flops(4, 64), 3.0 * forward);
+    }
 }

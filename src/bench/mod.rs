@@ -12,7 +12,7 @@ pub mod qgemm;
 pub mod rows;
 pub mod train;
 
-pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, measure_block};
+pub use block::{BLOCK_CONFIGS, BlockTimes, Gpt2Block, RawBlock, block_flops, measure_block};
 pub use decode::{DecodeModel, DecodePeer, decode_models, decode_records};
 pub use gemm::{GEMM_SHAPES, GemmShape, gemm_ours, gemm_packed_ours};
 pub use qgemm::{CONVERT_LEN, ConvertRun, QGEMM_SHAPES, QRun, convert_runs, qgemm_runs};

@@ -32,6 +32,30 @@ impl TrainBench {
     pub fn tokens(&self) -> usize {
         self.batch * self.seq
     }
+
+    /// Floating-point operations per token of one training step's matrix products, the
+    /// `6 N` rule: 2 per weight a token meets forward (q, k, v, o; the MLP's two matrices, or
+    /// three for SwiGLU, of the `k` experts a token is sent to, and the router; the head), and
+    /// twice that backward; plus causal attention's two products per head over the `(T + 1) / 2`
+    /// keys a query sees on average, also 3x. Norms, activations, softmax and the optimizer are
+    /// left out: `flops / seconds` is a floor on the rate a step sustains.
+    pub fn flops_per_token(&self) -> f64 {
+        let c = &self.config;
+        let d = c.d_model as f64;
+        let attn = d * (c.n_heads * c.head_dim) as f64 * 2.0
+            + d * (c.n_kv_heads * c.head_dim) as f64 * 2.0;
+        let mats = if c.arch.is_llama_like() { 3.0 } else { 2.0 };
+        let mlp = mats * d * c.d_ff as f64;
+        let mlp = if c.n_experts > 0 {
+            mlp * c.experts_per_token as f64 + d * c.n_experts as f64
+        } else {
+            mlp
+        };
+        let weights = c.n_layers as f64 * (attn + mlp) + d * c.vocab_size as f64;
+        let keys = (self.seq + 1) as f64 / 2.0;
+        let scores = c.n_layers as f64 * 2.0 * 2.0 * keys * (c.n_heads * c.head_dim) as f64;
+        3.0 * (2.0 * weights + scores)
+    }
 }
 
 /// A GPT-2-shaped config (tied head, d_ff 4 d, no dropout); also the decode bench's models.
@@ -122,4 +146,33 @@ pub fn train_step(b: &TrainBench) -> crate::models::Result<impl FnMut() + use<>>
         model.graph().backward(l.total).expect("backward");
         opt.step(model.graph(), 1.0).expect("step");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GPT-2 124M: 12 layers of 12 d^2 weights (qkv 3, proj 1, fc 4, proj 4), the tied head
+    /// V d; at T 64 a query sees 32.5 keys on average.
+    #[test]
+    fn flops_per_token_counts_gpt2_124m() {
+        let b = &train_benches()[2];
+        assert_eq!((b.name, b.seq), ("gpt2-124m", 64));
+        let d = 768.0f64;
+        let weights = 12.0 * 12.0 * d * d + 50257.0 * d;
+        let attention = 12.0 * 4.0 * 32.5 * d;
+        assert_eq!(b.flops_per_token(), 6.0 * weights + 3.0 * attention);
+    }
+
+    /// The MoE variant: q, k, v, o, the router and 2 of 8 SwiGLU experts of width 1536.
+    #[test]
+    fn flops_per_token_counts_two_experts_of_eight() {
+        let b = &train_benches()[1];
+        assert_eq!(b.name, "tiny-moe");
+        let d = 384.0f64;
+        let layer = 4.0 * d * d + 2.0 * 3.0 * d * 1536.0 + 8.0 * d;
+        let weights = 6.0 * layer + 4096.0 * d;
+        let attention = 6.0 * 4.0 * 64.5 * d;
+        assert_eq!(b.flops_per_token(), 6.0 * weights + 3.0 * attention);
+    }
 }

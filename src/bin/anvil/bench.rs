@@ -143,7 +143,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "embed" => {
             pool.install(|| embed(threads, budget, &model_dir(&f)?, server.as_mut(), &mut out))
         }
-        "block" => return pool.install(|| block(threads, budget, torch_py, json)),
+        "block" => {
+            return pool.install(|| block(threads, budget, torch_py, json, roof.peak_gflops));
+        }
         "decode" => {
             let mut peer = server.as_mut().map(|s| move |name: &str| s.request(name));
             let peer = peer.as_mut().map(|p| p as bench::DecodePeer);
@@ -513,6 +515,14 @@ fn train(
                 tokens / s,
                 s,
             );
+            // The matrix products' rate, against the FMA peak.
+            let flops = b.flops_per_token() * tokens;
+            rec(
+                format!("{engine}/{}/matmul", b.name),
+                "gflops",
+                flops / s / 1e9,
+                s,
+            );
         }
         if r.samples.len() > 1 {
             rec(
@@ -693,15 +703,21 @@ fn torch(
     Ok(())
 }
 
-fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> Result<(), String> {
+fn block(
+    threads: usize,
+    budget: Duration,
+    torch: Option<&str>,
+    json: bool,
+    peak: f64,
+) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let mut server = torch
         .map(|py| TorchServer::start(py, "block", threads, &[]))
         .transpose()?;
     if !json {
         println!(
-            "{:<24} {:>10} {:>7} {:>12} {:>10}",
-            "name", "config", "threads", "tokens/s", "ms/step"
+            "{:<24} {:>10} {:>7} {:>12} {:>10} {:>9} {:>8}",
+            "name", "config", "threads", "tokens/s", "ms/step", "GFLOP/s", "of peak"
         );
     }
     for cfg in bench::BLOCK_CONFIGS {
@@ -717,19 +733,22 @@ fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> R
             ("anvil/gpt2_block_no_tape", Some(t.raw)),
             ("torch/gpt2_block", t.torch),
         ];
+        let flops = bench::block_flops(cfg.0, cfg.1);
         for (name, secs) in engines {
             let Some(s) = secs else { continue };
+            let gflops = flops / s / 1e9;
             if json {
                 println!(
-                    "{{\"name\":\"{name}\",\"config\":\"{config}\",\"threads\":{threads},\"tokens_per_s\":{:.3},\"ms_per_step\":{:.3}}}",
+                    "{{\"name\":\"{name}\",\"config\":\"{config}\",\"threads\":{threads},\"tokens_per_s\":{:.3},\"ms_per_step\":{:.3},\"gflops\":{gflops:.3}}}",
                     tokens / s,
                     1e3 * s
                 );
             } else {
                 println!(
-                    "{name:<24} {config:>10} {threads:>7} {:>12.1} {:>10.2}",
+                    "{name:<24} {config:>10} {threads:>7} {:>12.1} {:>10.2} {gflops:>9.1} {:>7.0}%",
                     tokens / s,
-                    1e3 * s
+                    1e3 * s,
+                    100.0 * gflops / peak
                 );
             }
         }
@@ -749,9 +768,12 @@ fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> R
                 "  tape overhead (outside kernels): {:.1}% of the step",
                 100.0 * share
             );
-            match speedup {
-                Some(x) => println!("; speed vs PyTorch: {x:.2}x"),
-                None => println!(),
+            match (speedup, t.torch) {
+                (Some(x), Some(ts)) => println!(
+                    "; speed vs PyTorch: {x:.2}x; 1.5x PyTorch is {:.0}% of the FMA peak",
+                    100.0 * 1.5 * flops / ts / 1e9 / peak
+                ),
+                _ => println!(),
             }
         }
     }
