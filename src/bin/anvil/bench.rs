@@ -144,7 +144,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             pool.install(|| embed(threads, budget, &model_dir(&f)?, server.as_mut(), &mut out))
         }
         "block" => {
-            return pool.install(|| block(threads, budget, torch_py, json, roof.peak_gflops));
+            return pool.install(|| block(threads, budget, torch_py, json));
         }
         "decode" => {
             let mut peer = server.as_mut().map(|s| move |name: &str| s.request(name));
@@ -703,13 +703,7 @@ fn torch(
     Ok(())
 }
 
-fn block(
-    threads: usize,
-    budget: Duration,
-    torch: Option<&str>,
-    json: bool,
-    peak: f64,
-) -> Result<(), String> {
+fn block(threads: usize, budget: Duration, torch: Option<&str>, json: bool) -> Result<(), String> {
     let kern = anvil::kernels::kernels().map_err(|e| e.to_string())?;
     let mut server = torch
         .map(|py| TorchServer::start(py, "block", threads, &[]))
@@ -733,7 +727,7 @@ fn block(
             ("anvil/gpt2_block_no_tape", Some(t.raw)),
             ("torch/gpt2_block", t.torch),
         ];
-        let flops = bench::block_flops(cfg.0, cfg.1);
+        let (flops, peak) = (bench::block_flops(cfg.0, cfg.1), t.peak_gflops);
         for (name, secs) in engines {
             let Some(s) = secs else { continue };
             let gflops = flops / s / 1e9;
@@ -758,6 +752,9 @@ fn block(
             println!(
                 "{{\"name\":\"anvil/tape_overhead\",\"config\":\"{config}\",\"threads\":{threads},\"share\":{share:.4}}}"
             );
+            println!(
+                "{{\"name\":\"machine/fma_peak\",\"config\":\"{config}\",\"threads\":{threads},\"gflops\":{peak:.3}}}"
+            );
             if let Some(x) = speedup {
                 println!(
                     "{{\"name\":\"anvil/speedup_vs_torch\",\"config\":\"{config}\",\"threads\":{threads},\"ratio\":{x:.3}}}"
@@ -765,7 +762,7 @@ fn block(
             }
         } else {
             print!(
-                "  tape overhead (outside kernels): {:.1}% of the step",
+                "  tape overhead (outside kernels): {:.1}% of the step; FMA peak beside it {peak:.1} GFLOP/s",
                 100.0 * share
             );
             match (speedup, t.torch) {
