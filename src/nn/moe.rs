@@ -3,8 +3,8 @@
 //! jitter in training, an optional capacity per expert with token dropping, and SwiGLU experts.
 //!
 //! Dispatch groups the tokens of each expert, so each expert runs one GEMM over its tokens
-//! (`index_select`), scales its rows by their routing weights (`scale_rows`), and one
-//! `index_add` combines every expert's rows back into token order. Renormalised top-k softmax
+//! (`index_select`), and one `index_add_scaled` adds every expert's rows, scaled by their
+//! routing weights, back into token order (no scaled copy or concatenation of the rows). Renormalised top-k softmax
 //! probabilities equal a softmax over the k selected logits, which is how they are computed (one
 //! op, exact gradient to the router).
 //!
@@ -144,26 +144,23 @@ impl Moe {
         let weights = g.reshape(weights, &[n * k])?;
         let (kept, dropped) = assign(&idx, n, e, k, r.capacity_factor);
         let mut parts = Vec::with_capacity(e);
-        let mut rows_all = Vec::with_capacity(n * k);
+        let mut part_slots = Vec::with_capacity(e);
         let mut load = vec![0; e];
-        for (ex, (expert, slots)) in self.experts.iter().zip(&kept).enumerate() {
+        for (ex, (expert, slots)) in self.experts.iter().zip(kept).enumerate() {
             load[ex] = slots.len();
             if slots.is_empty() {
                 continue;
             }
             let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
             let xe = g.index_select(flat, &rows)?;
-            let ye = expert.forward(g, xe)?;
-            let we = g.index_select(weights, slots)?;
-            parts.push(g.scale_rows(ye, we)?);
-            rows_all.extend_from_slice(&rows);
+            parts.push(expert.forward(g, xe)?);
+            part_slots.push(slots);
         }
         let y = if parts.is_empty() {
             // Every slot dropped: the layer adds nothing.
             g.scale(flat, 0.0)?
         } else {
-            let all = g.concat(&parts, 0)?;
-            g.index_add(all, &rows_all, n)?
+            g.index_add_scaled(&parts, weights, &part_slots, k, n)?
         };
         Ok(MoeOutput {
             y: g.reshape(y, &shape)?,
