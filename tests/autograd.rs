@@ -276,6 +276,16 @@ fn user_errors_name_the_op_and_shapes() {
     );
     assert_eq!(op(g.add(a, b)).0, "add");
     assert_eq!(op(g.linear(a, b, None)).0, "linear");
+    let w2 = g.input(&tensor(&[4, 3], 19), true);
+    let (name, detail) = op(g.linear_grouped(a, &[w2], &[1]));
+    assert_eq!(name, "linear_grouped");
+    assert!(detail.contains("groups [1]"), "{detail}");
+    assert!(op(g.linear_grouped(a, &[], &[])).1.contains("groups []"));
+    let (_, detail) = op(g.linear_grouped(a, &[w2, b], &[1, 1]));
+    assert!(
+        detail.contains("(4, 3)") && detail.contains("[4, 5]"),
+        "{detail}"
+    );
     let (name, detail) = op(g.linear_in_out(a, b, None));
     assert_eq!(name, "linear_in_out");
     assert!(

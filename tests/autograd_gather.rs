@@ -3,10 +3,10 @@
 
 mod gradcheck;
 
-use anvil::autograd::Graph;
 use anvil::autograd::ops::gather::topk_indices;
+use anvil::autograd::{Graph, Var};
 use anvil::tensor::{Error, Tensor};
-use gradcheck::{check, tensor};
+use gradcheck::{analytic, check, tensor};
 
 #[test]
 fn index_select_repeats_and_skips_rows() {
@@ -71,6 +71,99 @@ fn scale_rows_gradients_reach_weights_and_rows() {
         let w = g.narrow(v[0], 1, 0, 1)?;
         g.scale_rows(v[0], w)
     });
+}
+
+#[test]
+fn index_add_scaled_gradients_reach_parts_and_weights() {
+    // Four rows of k = 2 slots, two parts. Output row 1 (slots 2, 3) gets three rows, slot 2
+    // twice (its weight's gradient must sum), row 2 (slots 4, 5) none (stays zero).
+    let ins = [tensor(&[3, 2], 20), tensor(&[2, 2], 21), tensor(&[8], 22)];
+    let slots = [vec![2u32, 0, 3], vec![6, 2]];
+    check("index_add_scaled", &ins, |g, v| {
+        g.index_add_scaled(&v[..2], v[2], &slots, 2, 4)
+    });
+    check(
+        "index_add_scaled 3-d parts",
+        &[tensor(&[2, 2, 3], 23), tensor(&[3], 24)],
+        |g, v| g.index_add_scaled(&v[..1], v[1], &[vec![2, 0]], 1, 3),
+    );
+    // One part twice, and the weights a column of that part.
+    check(
+        "index_add_scaled part twice",
+        &[tensor(&[4, 3], 25)],
+        |g, v| {
+            let w = g.narrow(v[0], 1, 1, 1)?;
+            let w = g.reshape(w, &[4])?;
+            g.index_add_scaled(
+                &[v[0], v[0]],
+                w,
+                &[vec![1, 2, 3, 0], vec![3, 0, 2, 1]],
+                2,
+                2,
+            )
+        },
+    );
+}
+
+/// A graph function, as `check` takes.
+type GraphFn<'a> = &'a dyn Fn(&mut Graph, &[Var]) -> Result<Var, Error>;
+
+/// The three-op combine that `index_add_scaled` replaces in the mixture of experts.
+fn combine_in_three_ops(
+    g: &mut Graph,
+    parts: &[Var],
+    w: Var,
+    slots: &[Vec<u32>],
+    k: usize,
+    n: usize,
+) -> Result<Var, Error> {
+    let mut scaled = Vec::new();
+    let mut rows = Vec::new();
+    for (&p, s) in parts.iter().zip(slots) {
+        let we = g.index_select(w, s)?;
+        scaled.push(g.scale_rows(p, we)?);
+        rows.extend(s.iter().map(|&s| s / k as u32));
+    }
+    let all = g.concat(&scaled, 0)?;
+    g.index_add(all, &rows, n)
+}
+
+#[test]
+fn index_add_scaled_has_the_bits_of_scale_concat_index_add() {
+    // Zeros in a part, a zero weight and a -0 weight, rows with one, two or no contributions.
+    let mut a = tensor(&[5, 4], 30);
+    a.make_mut()[4..8].fill(0.0);
+    let b = tensor(&[3, 4], 31);
+    let mut w = tensor(&[12], 32);
+    w.make_mut()[3] = 0.0;
+    w.make_mut()[7] = -0.0;
+    let slots = vec![vec![0u32, 3, 4, 7, 10], vec![1, 5, 8]];
+    let ins = [a, b, w];
+    let fused = |g: &mut Graph, v: &[Var]| g.index_add_scaled(&v[..2], v[2], &slots, 2, 6);
+    let three = |g: &mut Graph, v: &[Var]| combine_in_three_ops(g, &v[..2], v[2], &slots, 2, 6);
+    let mut g = Graph::new().unwrap();
+    let values = |g: &mut Graph, f: GraphFn| {
+        let v: Vec<Var> = ins.iter().map(|t| g.input(t, false)).collect();
+        let y = f(g, &v).unwrap();
+        let out: Vec<u32> = g.value(y).unwrap().iter().map(|x| x.to_bits()).collect();
+        g.clear();
+        out
+    };
+    assert_eq!(
+        values(&mut g, &fused),
+        values(&mut g, &three),
+        "forward bits"
+    );
+    let bits = |gs: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        gs.iter()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(
+        bits(analytic(&mut g, &ins, &fused)),
+        bits(analytic(&mut g, &ins, &three)),
+        "gradient bits"
+    );
 }
 
 #[test]
@@ -147,6 +240,20 @@ fn bad_indices_and_axes_are_errors_naming_the_op() {
     assert!(op(g.take(a, &[0], 1)).starts_with("take: 1 indices"));
     assert!(op(g.topk(a, 4).map(|r| r.0)).starts_with("topk: k = 4"));
     assert!(op(g.scale_rows(a, w)).starts_with("scale_rows: weights [3]"));
+    let s2 = [vec![0u32, 1]];
+    assert!(op(g.index_add_scaled(&[], w, &[], 1, 3)).starts_with("index_add_scaled: no parts"));
+    assert!(
+        op(g.index_add_scaled(&[a], w, &s2, 2, 3)).starts_with("index_add_scaled: weights [3]")
+    );
+    assert!(op(g.index_add_scaled(&[a], w, &[], 1, 3)).starts_with("index_add_scaled: 0 slot"));
+    assert!(
+        op(g.index_add_scaled(&[a], w, &[vec![0]], 1, 3))
+            .starts_with("index_add_scaled: part [2, 3] with 1 slots")
+    );
+    assert!(
+        op(g.index_add_scaled(&[a], w, &[vec![0, 3]], 1, 3))
+            .starts_with("index_add_scaled: index 3")
+    );
     assert!(op(g.permute(a, &[0, 0])).starts_with("permute: axes [0, 0]"));
     assert!(op(g.permute(a, &[1])).starts_with("permute: axes [1]"));
     let s = g.input(&Tensor::scalar(1.0), false);

@@ -4,7 +4,8 @@
 mod gradcheck;
 
 use anvil::autograd::{AttnConfig, AttnSpec, CausalMask, Gelu, IGNORE_INDEX, Rng};
-use gradcheck::{check, tensor};
+use anvil::autograd::{Graph, Var};
+use gradcheck::{analytic, check, tensor};
 
 #[test]
 fn matmul_2d_flattened_and_batched() {
@@ -481,4 +482,76 @@ fn rope_shared_and_per_token_positions() {
         let y = g.rope(v[0], 2, &[3, 9, 27], 10000.0)?;
         g.mul(y, v[0])
     });
+}
+
+#[test]
+fn linear_grouped_groups_of_rows_through_their_weights() {
+    let ins = [
+        tensor(&[7, 3], 40),
+        tensor(&[4, 3], 41),
+        tensor(&[4, 3], 42),
+        tensor(&[4, 3], 43),
+    ];
+    // An empty group in the middle.
+    check("linear_grouped", &ins, |g, v| {
+        g.linear_grouped(v[0], &v[1..], &[3, 0, 4])
+    });
+    // One weight in two groups (its gradient sums both), and x used twice.
+    check(
+        "linear_grouped weight twice",
+        &[tensor(&[5, 2], 44), tensor(&[2, 2], 45)],
+        |g, v| {
+            let y = g.linear_grouped(v[0], &[v[1], v[1]], &[2, 3])?;
+            g.mul(y, v[0])
+        },
+    );
+}
+
+#[test]
+fn linear_grouped_has_the_bits_of_one_linear_per_group() {
+    let ins = [
+        tensor(&[70, 24], 46),
+        tensor(&[40, 24], 47),
+        tensor(&[40, 24], 48),
+    ];
+    let groups = [33, 37];
+    let grouped = |g: &mut Graph, v: &[Var]| g.linear_grouped(v[0], &v[1..], &groups);
+    let one_by_one = |g: &mut Graph, v: &[Var]| {
+        let a = g.narrow(v[0], 0, 0, groups[0])?;
+        let b = g.narrow(v[0], 0, groups[0], groups[1])?;
+        let ya = g.linear(a, v[1], None)?;
+        let yb = g.linear(b, v[2], None)?;
+        g.concat(&[ya, yb], 0)
+    };
+    let bits = |gs: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        gs.iter()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let run = |g: &mut Graph, grouped: bool| {
+                let v: Vec<Var> = ins.iter().map(|t| g.input(t, false)).collect();
+                let y = if grouped {
+                    g.linear_grouped(v[0], &v[1..], &groups).unwrap()
+                } else {
+                    one_by_one(g, &v).unwrap()
+                };
+                let out: Vec<u32> = g.value(y).unwrap().iter().map(|x| x.to_bits()).collect();
+                g.clear();
+                out
+            };
+            assert_eq!(run(&mut g, true), run(&mut g, false), "{threads} threads");
+            assert_eq!(
+                bits(analytic(&mut g, &ins, &grouped)),
+                bits(analytic(&mut g, &ins, &one_by_one)),
+                "gradients on {threads} threads"
+            );
+        });
+    }
 }

@@ -299,7 +299,7 @@ fn large_shapes_cross_block_boundaries() {
 /// The same product on 1-, 2- and 3-thread pools, bit for bit (tall shapes cut their rows into
 /// several chunks per thread; one reads A transposed, as `dW = dY^T X` does).
 #[test]
-fn bit_identical_across_thread_counts() {
+fn bit_identical_across_thread_counts_and_serial() {
     let pool = |t| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
@@ -317,7 +317,7 @@ fn bit_identical_across_thread_counts() {
         ] {
             let a = fill(m * k, 11);
             let b = fill(k * n, 12);
-            let run = |threads| {
+            let run = |threads, serial: bool| {
                 let mut c = fill(m * n, 13);
                 let bv = if tb {
                     MatRef::new(&b, n, k, k).t()
@@ -329,15 +329,27 @@ fn bit_identical_across_thread_counts() {
                 } else {
                     MatRef::new(&a, m, k, k)
                 };
+                let cm = MatMut::new(&mut c, m, n, n);
                 pool(threads).install(|| {
-                    kern.sgemm(1.0, av, bv, 1.0, MatMut::new(&mut c, m, n, n))
-                        .unwrap()
+                    if serial {
+                        kern.sgemm_serial(1.0, av, bv, 1.0, cm).unwrap()
+                    } else {
+                        kern.sgemm(1.0, av, bv, 1.0, cm).unwrap()
+                    }
                 });
                 c
             };
-            let one = run(1);
+            let one = run(1, false);
+            let serial = run(3, true);
+            assert!(
+                one.iter()
+                    .zip(&serial)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{:?} {m}x{n}x{k}: sgemm and sgemm_serial differ",
+                kern.isa()
+            );
             for threads in [2, 3] {
-                let many = run(threads);
+                let many = run(threads, false);
                 assert!(
                     one.iter()
                         .zip(&many)

@@ -136,6 +136,39 @@ impl Grads<'_> {
         }
     }
 
+    /// The gradient buffers of `vars` at once, for a backward rule that fills them in
+    /// parallel (`None` for a var no gradient flows to); `None` overall when two of them share
+    /// a buffer (the same node, or the same parameter), which the caller then fills in turn.
+    pub(crate) fn slots_disjoint(&mut self, vars: &[Var]) -> Option<Vec<Option<&mut [f32]>>> {
+        let key = |v: &Var| match self.nodes[v.idx as usize].value {
+            Value::Param(p) => (true, p),
+            Value::Owned(_) => (false, v.idx as usize),
+        };
+        let keys: Vec<(bool, usize)> = vars.iter().map(key).collect();
+        if (1..keys.len()).any(|i| keys[..i].contains(&keys[i])) {
+            return None;
+        }
+        for &v in vars {
+            // Allocates the node slots; the buffers are handed out below, all at once.
+            let _ = self.slot(v);
+        }
+        let mut out: Vec<Option<&mut [f32]>> = vars.iter().map(|_| None).collect();
+        let wants = |param: bool, i: usize| keys.iter().position(|&k| k == (param, i));
+        for (i, g) in self.params.iter_mut().enumerate() {
+            if let Some(pos) =
+                wants(true, i).filter(|&p| self.nodes[vars[p].idx as usize].needs_grad)
+            {
+                out[pos] = Some(g.as_mut_slice());
+            }
+        }
+        for (i, g) in self.node.iter_mut().enumerate() {
+            if let (Some(pos), Some(g)) = (wants(false, i), g.as_deref_mut()) {
+                out[pos] = Some(g);
+            }
+        }
+        Some(out)
+    }
+
     /// The gradient buffer of `v` and whether it is fresh: `(buf, true)` when `v` had no
     /// gradient yet, and `buf` holds stale values that the caller must overwrite in full (a GEMM
     /// with `beta = 0`), saving the zeroing pass; `(buf, false)` to add into, as [`Self::slot`].

@@ -2,8 +2,8 @@
 //! op, no math here; each rule lives beside its forward in `ops/<family>.rs`.
 
 use super::ops::{
-    attention, cross_entropy, dropout, elementwise, embedding, gather, gelu, layernorm, matmul,
-    reduce, rmsnorm, rope, shape, silu, softmax,
+    attention, cross_entropy, dropout, elementwise, embedding, gather, gelu, grouped, layernorm,
+    matmul, reduce, rmsnorm, rope, shape, silu, softmax,
 };
 use super::pool::Pool;
 use super::{Grads, Vals, Var};
@@ -90,6 +90,17 @@ pub(crate) enum Op {
         x: Var,
         w: Var,
     },
+    LinearGrouped {
+        x: Var,
+        ws: Vec<Var>,
+        groups: Vec<usize>,
+    },
+    IndexAddScaled {
+        parts: Vec<Var>,
+        w: Var,
+        slots: Vec<Vec<u32>>,
+        k: usize,
+    },
     Dropout {
         x: Var,
         mask: Vec<f32>,
@@ -146,6 +157,8 @@ impl Op {
             Op::CrossEntropy(s) => vec![s.logits],
             Op::SwiGlu { gate, up } => vec![*gate, *up],
             Op::Concat { parts, .. } => parts.clone(),
+            Op::LinearGrouped { x, ws, .. } => [x].into_iter().chain(ws).copied().collect(),
+            Op::IndexAddScaled { parts, w, .. } => parts.iter().chain([w]).copied().collect(),
             Op::Attention(s) => vec![s.q, s.k, s.v],
             Op::Rope(s) => vec![s.x],
         }
@@ -206,6 +219,12 @@ pub(crate) fn backward(
         Op::IndexAdd { src, rows } => gather::index_add_backward(c, *src, rows, dy),
         Op::Take { x, cols } => gather::take_backward(c, *x, cols, out, dy),
         Op::ScaleRows { x, w } => gather::scale_rows_backward(c, *x, *w, dy),
+        Op::LinearGrouped { x, ws, groups } => {
+            grouped::linear_grouped_backward(c, *x, ws, groups, dy)
+        }
+        Op::IndexAddScaled { parts, w, slots, k } => {
+            gather::index_add_scaled_backward(c, parts, *w, slots, *k, dy)
+        }
         Op::Dropout { x, mask } => dropout::backward(c, *x, mask, dy),
         Op::Softmax { x } => softmax::backward(c, *x, out, dy),
         Op::LogSumExp { x } => softmax::logsumexp_backward(c, *x, out, dy),

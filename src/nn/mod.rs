@@ -391,6 +391,13 @@ impl SwiGlu {
         let h = g.swiglu(gate, up)?;
         self.down.forward(g, h)
     }
+
+    /// Whether its three Linears are plain f32 `x W^T` (no bias, not `(in, out)`, not int8).
+    pub fn plain(&self) -> bool {
+        [self.gate, self.up, self.down]
+            .iter()
+            .all(|l| l.b.is_none() && !l.in_out && l.q.is_none())
+    }
 }
 
 /// What a feed-forward returns: its output and, for a mixture, the router logits `(tokens, E)`

@@ -3,8 +3,8 @@
 //! jitter in training, an optional capacity per expert with token dropping, and SwiGLU experts.
 //!
 //! Dispatch groups the tokens of each expert, so each expert runs one GEMM over its tokens
-//! (`index_select`), scales its rows by their routing weights (`scale_rows`), and one
-//! `index_add` combines every expert's rows back into token order. Renormalised top-k softmax
+//! (`index_select`), and one `index_add_scaled` adds every expert's rows, scaled by their
+//! routing weights, back into token order (no scaled copy or concatenation of the rows). Renormalised top-k softmax
 //! probabilities equal a softmax over the k selected logits, which is how they are computed (one
 //! op, exact gradient to the router).
 //!
@@ -143,27 +143,11 @@ impl Moe {
         };
         let weights = g.reshape(weights, &[n * k])?;
         let (kept, dropped) = assign(&idx, n, e, k, r.capacity_factor);
-        let mut parts = Vec::with_capacity(e);
-        let mut rows_all = Vec::with_capacity(n * k);
-        let mut load = vec![0; e];
-        for (ex, (expert, slots)) in self.experts.iter().zip(&kept).enumerate() {
-            load[ex] = slots.len();
-            if slots.is_empty() {
-                continue;
-            }
-            let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
-            let xe = g.index_select(flat, &rows)?;
-            let ye = expert.forward(g, xe)?;
-            let we = g.index_select(weights, slots)?;
-            parts.push(g.scale_rows(ye, we)?);
-            rows_all.extend_from_slice(&rows);
-        }
-        let y = if parts.is_empty() {
-            // Every slot dropped: the layer adds nothing.
-            g.scale(flat, 0.0)?
+        let load = kept.iter().map(Vec::len).collect();
+        let y = if g.grad_enabled() && self.experts.iter().all(SwiGlu::plain) {
+            self.experts_grouped(g, flat, weights, &kept, n)?
         } else {
-            let all = g.concat(&parts, 0)?;
-            g.index_add(all, &rows_all, n)?
+            self.experts_one_by_one(g, flat, weights, kept, n)?
         };
         Ok(MoeOutput {
             y: g.reshape(y, &shape)?,
@@ -173,6 +157,78 @@ impl Moe {
                 dropped,
                 entropy,
             },
+        })
+    }
+}
+
+impl Moe {
+    /// Training: every expert's tokens gathered into one `(R, d)` block, expert after expert,
+    /// through `linear_grouped` (the experts' GEMMs spread over the threads, one thread each)
+    /// and one `swiglu`, then scaled and added back by token. The same bits as
+    /// [`Moe::experts_one_by_one`] with `k <= 2` (beyond, a token's input gradient sums its
+    /// experts' rows in another order). `// flat: (N, d), weights: (N * k) -> (N, d)`
+    fn experts_grouped(
+        &self,
+        g: &mut Graph,
+        flat: Var,
+        weights: Var,
+        kept: &[Vec<u32>],
+        n: usize,
+    ) -> Result<Var> {
+        let k = self.routing.top_k as u32;
+        let used: Vec<usize> = (0..kept.len()).filter(|&e| !kept[e].is_empty()).collect();
+        if used.is_empty() {
+            // Every slot dropped: the layer adds nothing.
+            return Ok(g.scale(flat, 0.0)?);
+        }
+        let slots: Vec<u32> = used.iter().flat_map(|&e| kept[e].iter().copied()).collect();
+        let rows: Vec<u32> = slots.iter().map(|&s| s / k).collect();
+        let groups: Vec<usize> = used.iter().map(|&e| kept[e].len()).collect();
+        let xs = g.index_select(flat, &rows)?;
+        let mut weights_of = |pick: fn(&SwiGlu) -> &Linear| {
+            used.iter()
+                .map(|&e| g.param(pick(&self.experts[e]).w))
+                .collect::<crate::tensor::Result<Vec<Var>>>()
+        };
+        let (w1, w3, w2) = (
+            weights_of(|x| &x.gate)?,
+            weights_of(|x| &x.up)?,
+            weights_of(|x| &x.down)?,
+        );
+        let gate = g.linear_grouped(xs, &w1, &groups)?;
+        let up = g.linear_grouped(xs, &w3, &groups)?;
+        let h = g.swiglu(gate, up)?;
+        let down = g.linear_grouped(h, &w2, &groups)?;
+        Ok(g.index_add_scaled(&[down], weights, &[slots], k as usize, n)?)
+    }
+
+    /// Each expert on its own tokens in turn (inference, where each Linear reads its packed
+    /// weight, and experts with biases or int8 weights). `// flat: (N, d) -> (N, d)`
+    fn experts_one_by_one(
+        &self,
+        g: &mut Graph,
+        flat: Var,
+        weights: Var,
+        kept: Vec<Vec<u32>>,
+        n: usize,
+    ) -> Result<Var> {
+        let k = self.routing.top_k;
+        let mut parts = Vec::with_capacity(kept.len());
+        let mut part_slots = Vec::with_capacity(kept.len());
+        for (expert, slots) in self.experts.iter().zip(kept) {
+            if slots.is_empty() {
+                continue;
+            }
+            let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
+            let xe = g.index_select(flat, &rows)?;
+            parts.push(expert.forward(g, xe)?);
+            part_slots.push(slots);
+        }
+        Ok(if parts.is_empty() {
+            // Every slot dropped: the layer adds nothing.
+            g.scale(flat, 0.0)?
+        } else {
+            g.index_add_scaled(&parts, weights, &part_slots, k, n)?
         })
     }
 }

@@ -202,6 +202,26 @@ impl Kernels {
         Ok(())
     }
 
+    /// As [`Kernels::sgemm`] (the same bits), without splitting the product between threads:
+    /// for callers that run independent GEMMs in parallel themselves (a mixture's experts).
+    ///
+    /// # Errors
+    /// As [`Kernels::sgemm`].
+    pub fn sgemm_serial(
+        &self,
+        alpha: f32,
+        a: MatRef,
+        b: MatRef,
+        beta: f32,
+        c: MatMut,
+    ) -> Result<()> {
+        let (m, n, k) = check("sgemm_serial", &a, &b, &c, 1, [0; 3])?;
+        let p = loops::Problem::new(m, n, k, alpha, &a, &b, beta, c.data.as_mut_ptr(), c.ld);
+        // SAFETY: `check` proved every element the problem touches lies inside the slices, and the rows of C (ld >= cols) do not overlap.
+        unsafe { loops::gemm(self.isa(), &p, false) };
+        Ok(())
+    }
+
     /// `c = alpha * a * b + beta * c + bias`, the bias (`n` values) added to every row of C: a
     /// Linear layer's forward without a separate pass to prefill C. The bias is added after the
     /// product, in its own rounding, so with `beta == 0` the result is bit-identical to

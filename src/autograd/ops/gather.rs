@@ -1,6 +1,7 @@
 //! Gather and scatter, for mixture-of-experts dispatch: `index_select` (rows by index),
 //! `index_add` (rows added into a fresh tensor by index), `take` (columns by per-row index, which
-//! [`Graph::topk`] uses) and `scale_rows` (one weight per row). Each backward is the other's
+//! [`Graph::topk`] uses), `scale_rows` (one weight per row) and `index_add_scaled` (weighted rows
+//! of several parts added into a fresh tensor: the three-op combine in one). Each backward is the other's
 //! forward: a gather's gradient scatters, a scatter's gradient gathers.
 //!
 //! Repeated indices are summed in index order, so results never depend on the thread count.
@@ -139,6 +140,83 @@ impl Graph {
         Ok(self.push(y, xs, Op::ScaleRows { x, w }))
     }
 
+    /// Weighted rows of several parts added into a fresh `(n, ...)` tensor of zeros: for each
+    /// part `p` and its row `i`, with slot `s = slots[p][i]`, `y[s / k] += w[s] * parts[p][i]`,
+    /// in order (part by part, row by row), so results never depend on the thread count. The
+    /// mixture-of-experts combine: part `p` is expert `p`'s output rows, `w` the `(token,
+    /// choice)` routing weights and `s = token * k + choice`; one op instead of `scale_rows`,
+    /// `concat` and `index_add`, with the same roundings (each `w * x` rounded, then added).
+    /// `// parts[p]: (R_p, ...), w: (n * k) -> (n, ...)`
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] when there are no parts, `slots` does not hold one index
+    /// per row of each part, the parts' rows differ in shape, `w` does not hold `n * k` values,
+    /// a slot is `>= n * k`, or a handle is stale.
+    pub fn index_add_scaled(
+        &mut self,
+        parts: &[Var],
+        w: Var,
+        slots: &[Vec<u32>],
+        k: usize,
+        n: usize,
+    ) -> Result<Var> {
+        const OP: &str = "index_add_scaled";
+        let Some(&first) = parts.first() else {
+            return Err(shape_err(OP, "no parts to combine".into()));
+        };
+        let ws = self.shape(w)?.to_vec();
+        let n_slots = n * k;
+        if ws.iter().product::<usize>() != n_slots {
+            return Err(shape_err(
+                OP,
+                format!("weights {ws:?} for {n} rows of {k} slots"),
+            ));
+        }
+        if slots.len() != parts.len() {
+            return Err(shape_err(
+                OP,
+                format!("{} slot lists for {} parts", slots.len(), parts.len()),
+            ));
+        }
+        let mut shape = self.shape(first)?.to_vec();
+        let (_, row) = lead_rows(OP, &shape)?;
+        for (&p, s) in parts.iter().zip(slots) {
+            let ps = self.shape(p)?;
+            if ps.len() != shape.len() || ps[1..] != shape[1..] || ps[0] != s.len() {
+                return Err(shape_err(
+                    OP,
+                    format!("part {ps:?} with {} slots beside {shape:?}", s.len()),
+                ));
+            }
+            check_indices(OP, s, n_slots, &ws)?;
+        }
+        shape[0] = n;
+        let mut y = self.pool().take_zeroed(n * row);
+        let wv = self.arg(OP, w)?.0;
+        for (&p, s) in parts.iter().zip(slots) {
+            let pv = self.arg(OP, p)?.0;
+            for (src, &slot) in pv.chunks_exact(row.max(1)).zip(s) {
+                let dst = &mut y[slot as usize / k * row..][..row];
+                let c = wv[slot as usize];
+                dst.iter_mut().zip(src).for_each(|(d, v)| *d += c * v);
+            }
+        }
+        let mut inputs = parts.to_vec();
+        inputs.push(w);
+        let slots = if self.records(&inputs) {
+            slots.to_vec()
+        } else {
+            Vec::new()
+        };
+        let op = Op::IndexAddScaled {
+            parts: parts.to_vec(),
+            w,
+            slots,
+            k,
+        };
+        Ok(self.push(y, shape, op))
+    }
+
     /// The indices a backward needs, kept only when the op will be recorded.
     fn saved_indices(&self, inputs: &[Var], idx: &[u32]) -> Vec<u32> {
         if self.records(inputs) {
@@ -249,6 +327,52 @@ pub(crate) fn scale_rows_backward(c: &mut Ctx, x: Var, w: Var, dy: &[f32]) -> Re
                 .map(|(a, b)| f64::from(*a) * f64::from(*b))
                 .sum();
             *gw += dot as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Per part `p`, row `i`, slot `s`, row of the output `t = s / k`:
+/// `dparts[p][i] += w[s] dy[t]`, `dw[s] += <dy[t], parts[p][i]>` (accumulated in f64, in order).
+pub(crate) fn index_add_scaled_backward(
+    c: &mut Ctx,
+    parts: &[Var],
+    w: Var,
+    slots: &[Vec<u32>],
+    k: usize,
+    dy: &[f32],
+) -> Result<()> {
+    let Some(&first) = parts.first() else {
+        return Ok(());
+    };
+    let (_, row) = lead_rows("index_add_scaled", c.v.shape(first))?;
+    let row = row.max(1);
+    let wv = c.v.get(w);
+    for (&p, s) in parts.iter().zip(slots) {
+        if let Some((g, fresh)) = c.g.slot_or_fresh(p) {
+            for (gr, &slot) in g.chunks_exact_mut(row).zip(s) {
+                let d = &dy[slot as usize / k * row..][..row];
+                let sc = wv[slot as usize];
+                if fresh {
+                    // `+ 0.0`: the bits of adding into zeros (a -0 product becomes +0).
+                    gr.iter_mut().zip(d).for_each(|(g, d)| *g = sc * d + 0.0);
+                } else {
+                    gr.iter_mut().zip(d).for_each(|(g, d)| *g += sc * d);
+                }
+            }
+        }
+    }
+    if let Some(g) = c.g.slot(w) {
+        for (&p, s) in parts.iter().zip(slots) {
+            for (xr, &slot) in c.v.get(p).chunks_exact(row).zip(s) {
+                let d = &dy[slot as usize / k * row..][..row];
+                let dot: f64 = d
+                    .iter()
+                    .zip(xr)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                g[slot as usize] += dot as f32;
+            }
         }
     }
     Ok(())

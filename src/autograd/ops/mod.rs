@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gather;
 pub mod gelu;
+pub mod grouped;
 pub mod layernorm;
 pub mod matmul;
 pub mod qlinear;
