@@ -143,12 +143,13 @@ impl Moe {
         };
         let weights = g.reshape(weights, &[n * k])?;
         let (kept, dropped) = assign(&idx, n, e, k, r.capacity_factor);
+        let fast = super::moe_infer::experts_no_grad(g, self, flat, weights, &kept)?;
         let mut parts = Vec::with_capacity(e);
         let mut rows_all = Vec::with_capacity(n * k);
         let mut load = vec![0; e];
         for (ex, (expert, slots)) in self.experts.iter().zip(&kept).enumerate() {
             load[ex] = slots.len();
-            if slots.is_empty() {
+            if slots.is_empty() || fast.is_some() {
                 continue;
             }
             let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
@@ -158,7 +159,9 @@ impl Moe {
             parts.push(g.scale_rows(ye, we)?);
             rows_all.extend_from_slice(&rows);
         }
-        let y = if parts.is_empty() {
+        let y = if let Some(y) = fast {
+            y
+        } else if parts.is_empty() {
             // Every slot dropped: the layer adds nothing.
             g.scale(flat, 0.0)?
         } else {
