@@ -20,8 +20,8 @@ const MAX_TOKENS: usize = 8;
 
 /// `y: (n, d)`, the sum over the kept slots of each token of its routing weight times its
 /// expert's output, or `None` when the fast path does not apply (ops recorded, more than
-/// [`MAX_TOKENS`] tokens, no slot kept, or an expert with a bias or int8 weights) and the caller
-/// runs the graph path. `// flat: (n, d), weights: (n * k), kept[e]: slots t * k + j`
+/// [`MAX_TOKENS`] tokens, no slot kept, `d == 0`, or an expert with a bias or int8 weights) and
+/// the caller runs the graph path. `// flat: (n, d), weights: (n * k), kept[e]: slots t * k + j`
 ///
 /// # Errors
 /// Shape errors from the graph or the kernels.
@@ -39,6 +39,7 @@ pub(super) fn experts_no_grad(
     let used: Vec<usize> = (0..kept.len()).filter(|&e| !kept[e].is_empty()).collect();
     if g.grad_enabled()
         || n > MAX_TOKENS
+        || d == 0
         || used.is_empty()
         || used.iter().any(|&e| {
             let x = &moe.experts[e];
@@ -94,18 +95,33 @@ pub(super) fn experts_no_grad(
     }
     g.kernels().sgemm_many(&mut jobs)?;
     drop(jobs);
-    let wv = g.value(weights)?;
-    let mut y = vec![0.0f32; n * d];
-    for (&e, out) in used.iter().zip(&outs) {
-        for (&s, row) in kept[e].iter().zip(out.chunks_exact(d)) {
-            let w = wv[s as usize];
-            let dst = &mut y[s as usize / k * d..][..d];
-            // The scaled row rounds on its own before the add, as scale_rows then index_add.
-            dst.iter_mut().zip(row).for_each(|(o, &v)| *o += w * v);
-        }
-    }
+    let y = combine(g.value(weights)?, &used, kept, &outs, n, d, k);
     let y = g.pool().copy_of(&y);
     Ok(Some(g.leaf(y, vec![n, d], false)))
+}
+
+/// `y[t] = sum of w[s] * out_e[r]` over each used expert `e` in order and its slots `s` (of
+/// token `t = s / k`) in order, `out_e[r]` the expert's row for the slot: every scaled row
+/// rounds on its own before it is added into zeros, as `scale_rows` then `index_add`.
+/// `// w: (n * k), outs[i]: (m_e, d) -> (n, d)`
+fn combine(
+    w: &[f32],
+    used: &[usize],
+    kept: &[Vec<u32>],
+    outs: &[Vec<f32>],
+    n: usize,
+    d: usize,
+    k: usize,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; n * d];
+    for (&e, out) in used.iter().zip(outs) {
+        for (&s, row) in kept[e].iter().zip(out.chunks_exact(d)) {
+            let ws = w[s as usize];
+            let dst = &mut y[s as usize / k * d..][..d];
+            dst.iter_mut().zip(row).for_each(|(o, &v)| *o += ws * v);
+        }
+    }
+    y
 }
 
 /// The job `c = x W^T` (or `x W` for a weight stored `(in, out)`), as `Linear::forward` runs it.

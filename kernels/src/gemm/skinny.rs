@@ -506,8 +506,9 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize, const J: usize>(
     while j < j1 {
         let cols = J.min(j1 - j);
         // The next group's columns (the rows of a Linear weight that follow), fetched while
-        // this group runs.
-        let ahead = pf && j + J < j1;
+        // this group runs; past `j1` too: the task after this one, usually run next by the same
+        // thread, then starts warm.
+        let ahead = pf && j + J < p.n;
         // SAFETY: columns j..j + cols < n, rows < M = m, k values each: inside the problem.
         unsafe {
             let mut acc = [[S::zero(); J]; M];
