@@ -89,11 +89,6 @@ pub(crate) unsafe fn try_run<S: Simd>(
     } else {
         threads
     };
-    if p.csb != 1 && threads > 1 {
-        // SAFETY: forwarded contract; `p` is in the dot form.
-        unsafe { dot_tasks(std::slice::from_ref(p), S::LANES, dot, true) };
-        return true;
-    }
     // Column blocks of whole vectors, so no vector of C straddles a cut; each C element is
     // computed the same way whichever block it falls in.
     let unit = S::LANES;
@@ -118,11 +113,11 @@ pub(crate) unsafe fn try_run<S: Simd>(
     true
 }
 
-/// Bytes of B per task when dot-form products are split between threads. Tasks go to whichever
-/// thread is free (rayon's stealing), so a thread the OS takes away holds back at most one task,
-/// where an equal split into one part per thread waits for the whole part. 128 KiB makes a few
-/// tasks per thread from each weight of our decode shapes, each long enough that its cold start
-/// (its first group of columns is not prefetched) costs little.
+/// Bytes of B per task when [`run_many`] splits dot-form products between threads. Tasks go to
+/// whichever thread is free (rayon's stealing), so jobs of different sizes still share the
+/// threads evenly, and a thread the OS takes away holds back at most one task. 128 KiB makes a
+/// few tasks per thread from each weight of our decode shapes, each long enough that its start
+/// costs little (the previous task's last group prefetched it when the same thread ran that).
 const DOT_TASK_B_BYTES: usize = 128 * 1024;
 
 /// Whether `p` takes the dot form on the skinny path exactly as [`try_run`] would send it there
