@@ -7,7 +7,7 @@
 mod common;
 
 use anvil::kernels::gemm::reference;
-use anvil::kernels::{Kernels, MatMut, MatRef};
+use anvil::kernels::{GemmJob, Kernels, MatMut, MatRef};
 
 /// The k-term dot product is summed in a different order (FMA, lanes) than the reference:
 /// |err| <= gamma_{k+2} * sum |terms|, doubled because both sides round.
@@ -191,4 +191,113 @@ fn against_reference_on_threads(
             );
         }
     }
+}
+
+/// One job of `sgemm_many`'s test: `(m, n, k, dot)`, B stored `(n, k)` when `dot`.
+type Shape = (usize, usize, usize, bool);
+
+/// Each job's C after `sgemm_many` (or, `alone`, after one `sgemm` per job) from the same inputs.
+fn many(kern: &Kernels, shapes: &[Shape], alone: bool) -> Vec<Vec<f32>> {
+    let ops: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, k, _))| {
+            let s = 10 * i as u64;
+            (common::noise(s + 1, m * k), common::noise(s + 2, k * n))
+        })
+        .collect();
+    let mut cs: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, _, _))| common::noise(10 * i as u64 + 3, m * n))
+        .collect();
+    let mut jobs: Vec<GemmJob> = shapes
+        .iter()
+        .zip(&ops)
+        .zip(&mut cs)
+        .map(|((&(m, n, k, dot), (a, b)), c)| GemmJob {
+            alpha: 0.75,
+            a: MatRef::new(a, m, k, k),
+            b: if dot {
+                MatRef::new(b, n, k, k).t()
+            } else {
+                MatRef::new(b, k, n, n)
+            },
+            beta: if dot { 0.0 } else { 0.5 },
+            c: MatMut::new(c, m, n, n),
+        })
+        .collect();
+    if alone {
+        for j in jobs {
+            kern.sgemm(j.alpha, j.a, j.b, j.beta, j.c).unwrap();
+        }
+    } else {
+        kern.sgemm_many(&mut jobs).unwrap();
+    }
+    cs
+}
+
+#[test]
+fn many_gemms_in_one_region_equal_one_gemm_each_bit_for_bit() {
+    // A decode step's expert matrices (split into tasks between threads), odd widths and k
+    // tails, every row count of the skinny path, and a set with an axpy-form job (run one by one).
+    let sets: [&[Shape]; 4] = [
+        &[
+            (1, 1000, 132, true),
+            (1, 1000, 132, true),
+            (1, 132, 1000, true),
+        ],
+        &[(2, 517, 300, true), (1, 9, 5, true), (8, 700, 129, true)],
+        &[
+            (3, 33, 17, true),
+            (4, 1, 40, true),
+            (5, 64, 64, true),
+            (7, 250, 260, true),
+        ],
+        &[(1, 600, 200, true), (2, 300, 600, false), (9, 40, 30, true)],
+    ];
+    for kern in Kernels::available().unwrap() {
+        let isa = kern.isa();
+        for shapes in sets {
+            let want = many(&kern, shapes, true);
+            for threads in [1, 2, 3] {
+                let got = common::pool(threads).install(|| many(&kern, shapes, false));
+                for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa:?} {threads} threads: job {j} {:?} differs from sgemm",
+                        shapes[j]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn many_gemms_refuse_a_bad_job() {
+    let kern = Kernels::best();
+    let (a, b) = (vec![1.0; 8], vec![1.0; 8 * 4]);
+    let mut c = vec![0.0; 4];
+    let mut short = vec![0.0; 3];
+    let mut jobs = vec![
+        GemmJob {
+            alpha: 1.0,
+            a: MatRef::new(&a, 1, 8, 8),
+            b: MatRef::new(&b, 4, 8, 8).t(),
+            beta: 0.0,
+            c: MatMut::new(&mut c, 1, 4, 4),
+        },
+        GemmJob {
+            alpha: 1.0,
+            a: MatRef::new(&a, 1, 8, 8),
+            b: MatRef::new(&b, 4, 8, 8).t(),
+            beta: 0.0,
+            c: MatMut::new(&mut short, 1, 4, 4),
+        },
+    ];
+    let e = kern.sgemm_many(&mut jobs).unwrap_err().to_string();
+    assert!(e.contains("sgemm_many"), "{e}");
+    drop(jobs);
+    assert_eq!(c, [0.0; 4], "nothing computed when a job is bad");
 }

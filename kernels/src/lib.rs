@@ -28,7 +28,7 @@ pub mod softmax;
 pub use cross_entropy::IGNORE_INDEX;
 pub use error::KernelError;
 pub use gelu::Gelu;
-pub use gemm::{MatMut, MatRef};
+pub use gemm::{GemmJob, MatMut, MatRef};
 pub use isa::{Features, Isa};
 pub use softmax::CausalMask;
 

@@ -7,6 +7,7 @@
 
 mod attention;
 mod moe;
+mod moe_infer;
 
 pub use attention::{Attention, AttentionSpec, CacheStep, KvCache, LayerKv, Qkv, sinusoidal_table};
 pub use moe::{Moe, MoeOutput, MoeStats, Routing, assign as moe_assign};

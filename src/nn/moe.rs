@@ -144,7 +144,10 @@ impl Moe {
         let weights = g.reshape(weights, &[n * k])?;
         let (kept, dropped) = assign(&idx, n, e, k, r.capacity_factor);
         let load = kept.iter().map(Vec::len).collect();
-        let y = if g.grad_enabled() && self.experts.iter().all(SwiGlu::plain) {
+        let y = if let Some(y) = super::moe_infer::experts_no_grad(g, self, flat, weights, &kept)? {
+            // Decode: nothing recorded, a few tokens (see `moe_infer`).
+            y
+        } else if g.grad_enabled() && self.experts.iter().all(SwiGlu::plain) {
             self.experts_grouped(g, flat, weights, &kept, n)?
         } else {
             self.experts_one_by_one(g, flat, weights, kept, n)?

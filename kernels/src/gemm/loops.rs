@@ -171,6 +171,30 @@ pub(crate) unsafe fn gemm(isa: Isa, p: &Problem, parallel: bool) {
     }
 }
 
+/// Independent problems in one parallel region when every one suits the skinny dot form (see
+/// `skinny::run_many`), else one after another, each on all threads.
+///
+/// # Safety
+/// As [`gemm`], for each problem; their outputs do not overlap.
+pub(crate) unsafe fn gemm_many(isa: Isa, ps: &[Problem]) {
+    // SAFETY: forwarded contract, per ISA.
+    let done = unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => skinny::run_many::<super::avx512::V512>(ps, super::avx512::skinny_dot),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => skinny::run_many::<super::avx2::V256>(ps, super::avx2::skinny_dot),
+            _ => false,
+        }
+    };
+    if !done {
+        for p in ps {
+            // SAFETY: as above.
+            unsafe { gemm(isa, p, true) };
+        }
+    }
+}
+
 /// `batch` problems `strides` apart: in parallel over the batch when it can feed every thread,
 /// else one after another, each on all threads.
 ///

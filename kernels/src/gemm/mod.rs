@@ -114,6 +114,17 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// One product of [`Kernels::sgemm_many`]: `c = alpha * a * b + beta * c` (C not read when
+/// `beta == 0`).
+#[derive(Debug)]
+pub struct GemmJob<'a> {
+    pub alpha: f32,
+    pub a: MatRef<'a>,
+    pub b: MatRef<'a>,
+    pub beta: f32,
+    pub c: MatMut<'a>,
+}
+
 fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
     if rows == 0 || cols == 0 {
         return Some(0);
@@ -249,6 +260,30 @@ impl Kernels {
             .with_bias(bias);
         // SAFETY: as in `sgemm`, and the bias holds n values.
         unsafe { loops::gemm(self.isa(), &p, true) };
+        Ok(())
+    }
+
+    /// Independent GEMMs `c = alpha * a * b + beta * c`, one per job, with the results of as many
+    /// [`Kernels::sgemm`] calls (bit for bit). When every job is GEMV-like with B read along its
+    /// rows (a Linear weight `(out, in)` seen as `.t()`, at most 8 rows of A), all of them run in
+    /// one parallel region, split into tasks of a few hundred KiB of B that idle threads take in
+    /// turn: a decode step's expert matrices cost one fork-join, not one each. Otherwise they run
+    /// one after another.
+    ///
+    /// # Errors
+    /// As [`Kernels::sgemm`], for the first job whose shapes or lengths are wrong (then nothing
+    /// is computed).
+    pub fn sgemm_many(&self, jobs: &mut [GemmJob]) -> Result<()> {
+        let mut ps = Vec::with_capacity(jobs.len());
+        for j in jobs.iter_mut() {
+            let (m, n, k) = check("sgemm_many", &j.a, &j.b, &j.c, 1, [0; 3])?;
+            let c = j.c.data.as_mut_ptr();
+            ps.push(loops::Problem::new(
+                m, n, k, j.alpha, &j.a, &j.b, j.beta, c, j.c.ld,
+            ));
+        }
+        // SAFETY: `check` bounds every problem in its slices; each job borrows its own C, so no outputs overlap.
+        unsafe { loops::gemm_many(self.isa(), &ps) };
         Ok(())
     }
 

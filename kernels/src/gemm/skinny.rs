@@ -113,6 +113,91 @@ pub(crate) unsafe fn try_run<S: Simd>(
     true
 }
 
+/// Bytes of B per task when [`run_many`] splits dot-form products between threads. Tasks go to
+/// whichever thread is free (rayon's stealing), so jobs of different sizes still share the
+/// threads evenly, and a thread the OS takes away holds back at most one task. 128 KiB makes a
+/// few tasks per thread from each weight of our decode shapes, each long enough that its start
+/// costs little (the previous task's last group prefetched it when the same thread ran that).
+const DOT_TASK_B_BYTES: usize = 128 * 1024;
+
+/// Whether `p` takes the dot form on the skinny path exactly as [`try_run`] would send it there
+/// (so that [`run_many`] computes every element as a lone GEMM does).
+fn dot_form(p: &Problem) -> bool {
+    p.m >= 1
+        && p.m <= SKINNY_M
+        && p.n > 0
+        && p.k > 0
+        && p.alpha != 0.0
+        && p.csb != 1
+        && p.rsb == 1
+        && p.csa == 1
+        && p.bias.is_null()
+        && p.bpk.is_null()
+}
+
+/// Runs independent dot-form GEMMs in one parallel region and returns true; false (nothing run)
+/// when any of them is not in the dot form. One fork-join for the k matrices a mixture's chosen
+/// experts apply to the same tokens, instead of one per matrix.
+///
+/// # Safety
+/// As [`try_run`] for each problem; their outputs do not overlap.
+pub(crate) unsafe fn run_many<S: Simd>(
+    ps: &[Problem],
+    dot: unsafe fn(&Problem, usize, usize),
+) -> bool {
+    if !ps.iter().all(dot_form) {
+        return false;
+    }
+    let bytes = ps.iter().fold(0usize, |s, p| {
+        s.saturating_add(p.k.saturating_mul(p.n).saturating_mul(4))
+    });
+    // SAFETY: forwarded contract; every problem is in the dot form.
+    unsafe { dot_tasks(ps, S::LANES, dot, bytes >= PAR_MIN_B_BYTES) };
+    true
+}
+
+/// The dot form of every problem in `ps`, cut by columns into tasks of at most
+/// [`DOT_TASK_B_BYTES`] of B and at most a thread's share (whole groups of `unit` columns), run
+/// on the rayon pool when `parallel`. Each C element is one dot product whichever task holds it,
+/// so the cut changes no bit.
+///
+/// # Safety
+/// As [`try_run`] for each problem, each in the dot form; their outputs do not overlap.
+unsafe fn dot_tasks(
+    ps: &[Problem],
+    unit: usize,
+    dot: unsafe fn(&Problem, usize, usize),
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    if !parallel || threads <= 1 {
+        for p in ps {
+            // SAFETY: the whole problem (caller's contract).
+            unsafe { dot(p, 0, p.n) };
+        }
+        return;
+    }
+    let mut tasks = Vec::new();
+    for (i, p) in ps.iter().enumerate() {
+        let by_bytes = DOT_TASK_B_BYTES / p.k.saturating_mul(4).max(1) / unit * unit;
+        let share = p.n.div_ceil(threads).next_multiple_of(unit);
+        let cols = by_bytes.min(share).max(unit);
+        tasks.extend(
+            (0..p.n)
+                .step_by(cols)
+                .map(|lo| (i, lo, (lo + cols).min(p.n))),
+        );
+    }
+    use rayon::prelude::*;
+    tasks
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|(i, lo, hi)| {
+            // SAFETY: disjoint column ranges of the checked problems, whose outputs do not overlap.
+            unsafe { dot(&ps[i], lo, hi) };
+        });
+}
+
 /// Slices of k a large GEMV in the axpy form is cut into (fewer when k is short). A split by
 /// columns would give each thread a strided part of every row of B; a split by k gives each a
 /// contiguous run of whole rows, which streams from memory at a higher rate (measured on the
@@ -416,8 +501,9 @@ pub(crate) unsafe fn dot_cols<S: Simd, const M: usize, const J: usize>(
     while j < j1 {
         let cols = J.min(j1 - j);
         // The next group's columns (the rows of a Linear weight that follow), fetched while
-        // this group runs.
-        let ahead = pf && j + J < j1;
+        // this group runs; past `j1` too: the task after this one, usually run next by the same
+        // thread, then starts warm.
+        let ahead = pf && j + J < p.n;
         // SAFETY: columns j..j + cols < n, rows < M = m, k values each: inside the problem.
         unsafe {
             let mut acc = [[S::zero(); J]; M];
