@@ -30,7 +30,7 @@ fn read_probe_reads_long_buffers_and_every_stream_boundary() {
     // Around multiples of 8 streams x 16 lanes, and a buffer past any L2. Values in -1..=1
     // keep every partial sum below 2^24, so every order of summing is exact.
     for len in [
-        127,
+        127usize,
         128,
         129,
         255,
