@@ -344,9 +344,6 @@ pub struct BlockTimes {
     pub raw: f64,
     /// PyTorch eager, when a runner was given.
     pub torch: Option<f64>,
-    /// The FMA peak (GFLOP/s) on the pool's threads: the highest of the probes run in every
-    /// round beside the steps.
-    pub peak_gflops: f64,
 }
 
 /// Floating-point operations of one forward + backward of the block on `(b, t)`: the four
@@ -371,13 +368,9 @@ impl BlockTimes {
     }
 }
 
-/// Rounds of the FMA probe per thread in each round of [`measure_block`]: a few milliseconds.
-const PEAK_ITERS: usize = 2_000_000;
-
 /// Steps the graph block, the raw block and (if given) `torch`, which runs one step elsewhere
 /// and returns its seconds, in turn, round after round until `budget` has passed (at least
-/// `min_rounds` rounds, after one warm-up round), probing the FMA peak in each round too (the
-/// host's speed drifts over minutes); returns the medians, and the highest probe.
+/// `min_rounds` rounds, after one warm-up round); returns the medians.
 ///
 /// # Errors
 /// A failing graph step (a bug) or the error `torch` returns.
@@ -391,17 +384,7 @@ pub fn measure_block(
     use std::time::Instant;
     let mut g = Gpt2Block::new(kern, b, t).map_err(|e| e.to_string())?;
     let mut r = RawBlock::new(kern, b, t);
-    let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    let threads = rayon::current_num_threads();
-    let peak = || {
-        use rayon::prelude::*;
-        let t = Instant::now();
-        let flops: f64 = (0..threads)
-            .into_par_iter()
-            .map(|_| kern.fma_peak_probe(PEAK_ITERS))
-            .sum();
-        flops / t.elapsed().as_secs_f64() / 1e9
-    };
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
     let start = Instant::now();
     let mut round = 0;
     while round <= min_rounds || start.elapsed() < budget {
@@ -419,17 +402,14 @@ pub fn measure_block(
             samples[0].push((t1 - t0).as_secs_f64());
             samples[1].push((t2 - t1).as_secs_f64());
             samples[2].extend(ts);
-            samples[3].push(peak());
         }
         round += 1;
     }
-    let [gs, rs, ts, ps] = samples;
+    let [gs, rs, ts] = samples;
     Ok(BlockTimes {
         graph: super::median(gs),
         raw: super::median(rs),
         torch: (!ts.is_empty()).then(|| super::median(ts)),
-        // A ceiling: noise (a thread started late, the host's other work) only lowers a probe.
-        peak_gflops: ps.into_iter().fold(0.0, f64::max),
     })
 }
 
