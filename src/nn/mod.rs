@@ -207,6 +207,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Whether it is a bare f32 product: no bias, weight not quantized (either layout).
+    pub fn is_bare_f32(&self) -> bool {
+        self.b.is_none() && self.q.is_none()
+    }
+
     /// `name.weight` `(out, in)` and, with `bias`, `name.bias` `(out)`.
     ///
     /// # Errors
@@ -397,7 +402,7 @@ impl SwiGlu {
     pub fn plain(&self) -> bool {
         [self.gate, self.up, self.down]
             .iter()
-            .all(|l| l.b.is_none() && !l.in_out && l.q.is_none())
+            .all(|l| l.is_bare_f32() && !l.in_out)
     }
 }
 

@@ -35,7 +35,6 @@ pub(super) fn experts_no_grad(
     let shape = g.shape(flat)?.to_vec();
     let (n, d) = (shape[0], shape[1]);
     let k = moe.routing.top_k.max(1);
-    let plain = |l: &Linear| l.b.is_none() && l.q.is_none();
     let used: Vec<usize> = (0..kept.len()).filter(|&e| !kept[e].is_empty()).collect();
     if g.grad_enabled()
         || n > MAX_TOKENS
@@ -43,7 +42,7 @@ pub(super) fn experts_no_grad(
         || used.is_empty()
         || used.iter().any(|&e| {
             let x = &moe.experts[e];
-            !(plain(&x.gate) && plain(&x.up) && plain(&x.down))
+            ![&x.gate, &x.up, &x.down].iter().all(|l| l.is_bare_f32())
         })
     {
         return Ok(None);

@@ -113,22 +113,29 @@ pub(crate) fn linear_grouped_backward(
                 kern.sgemm_serial(1.0, dym, wm, beta, MatMut::new(gg, m, inp, inp))
             })?;
     }
-    let dw = |g: usize, gw: &mut [f32]| {
+    // `serial` when the groups run side by side; the same bits either way.
+    let dw = |g: usize, gw: &mut [f32], serial: bool| {
         let m = groups[g];
         let dym = MatRef::new(&dy[offsets[g] * out..], m, out, out);
         let xm = MatRef::new(&xv[offsets[g] * inp..], m, inp, inp);
-        kern.sgemm_serial(1.0, dym.t(), xm, 1.0, MatMut::new(gw, out, inp, inp))
+        let gm = MatMut::new(gw, out, inp, inp);
+        if serial {
+            kern.sgemm_serial(1.0, dym.t(), xm, 1.0, gm)
+        } else {
+            kern.sgemm(1.0, dym.t(), xm, 1.0, gm)
+        }
     };
     match c.g.slots_disjoint(ws) {
         Some(slots) => slots
             .into_par_iter()
             .enumerate()
             .with_max_len(1)
-            .try_for_each(|(g, s)| s.map_or(Ok(()), |gw| dw(g, gw)))?,
+            .try_for_each(|(g, s)| s.map_or(Ok(()), |gw| dw(g, gw, true)))?,
         None => {
             for (g, &w) in ws.iter().enumerate() {
+                // A weight shared by groups: one group after another, each on every thread.
                 if let Some(gw) = c.g.slot(w) {
-                    dw(g, gw)?;
+                    dw(g, gw, false)?;
                 }
             }
         }
