@@ -394,10 +394,14 @@ pub(crate) unsafe fn axpy_cols<S: Simd, const M: usize, const U: usize>(
 ) {
     let mut buf = [0.0f32; AXPY_ACC];
     let lanes = S::LANES;
-    let cols = AXPY_ACC / M / lanes * lanes;
-    for jb in (j0..j1).step_by(cols) {
+    // No wider than the columns asked for: a narrow GEMV then zeroes only the accumulators it uses.
+    let cols = (AXPY_ACC / M / lanes * lanes).min(j1.saturating_sub(j0).next_multiple_of(lanes));
+    for jb in (j0..j1).step_by(cols.max(1)) {
         let width = cols.min(j1 - jb);
-        buf[..M * cols].fill(0.0);
+        if jb > j0 {
+            // The first block's accumulators are still the zeros `buf` started with.
+            buf[..M * cols].fill(0.0);
+        }
         let acc = Acc {
             ptr: buf.as_mut_ptr(),
             cols,
