@@ -117,8 +117,9 @@ impl Graph {
     }
 
     /// Affine map `y = x W + b` with `W` stored `(IN, OUT)` (GPT-2's `Conv1D`): the same as
-    /// `add_bias(matmul(x, w), b)` in one op, the bias taken into the GEMM (`beta = 1` over rows
-    /// preset to `b`) and its gradient summed in the backward, with no separate pass over `y`.
+    /// `add_bias(matmul(x, w), b)` in one op, the bias added in the GEMM's epilogue
+    /// (`sgemm_bias`: the bits of `beta = 1` over rows preset to `b`, without that pass over `y`
+    /// or the GEMM reading it back) and its gradient summed in the backward.
     /// `// x: (..., IN), w: (IN, OUT), b: (OUT) -> (..., OUT)`
     ///
     /// # Errors
@@ -152,32 +153,34 @@ impl Graph {
             ));
         }
         let out = ws[1 - w_in];
-        let mut y = self.pool().take(rows * out);
-        let beta = match b {
-            Some(b) => {
-                let bv = self.arg(op, b)?.0;
-                if self.shape(b)? != [out] {
-                    let bs = self.shape(b)?;
-                    return Err(shape_err(
-                        op,
-                        format!("w {ws:?} needs b [{out}], got {bs:?}"),
-                    ));
-                }
-                y.chunks_exact_mut(out.max(1))
-                    .for_each(|r| r.copy_from_slice(bv));
-                1.0
+        if let Some(b) = b {
+            self.arg(op, b)?;
+            if self.shape(b)? != [out] {
+                let bs = self.shape(b)?;
+                return Err(shape_err(
+                    op,
+                    format!("w {ws:?} needs b [{out}], got {bs:?}"),
+                ));
             }
-            None => 0.0,
-        };
+        }
+        let mut y = self.pool().take(rows * out);
         // Inference on a weight matrix: its packed copy (made once, kept until the weight is
         // written) saves packing it on every call, which costs about as much as the product at
         // a prompt's few dozen rows. At most SKINNY_ROWS rows, the GEMM reads W in place anyway.
         if !self.grad_enabled() && rows > SKINNY_ROWS && self.pack_param(w, in_out)? {
             let xv = self.arg(op, x)?.0;
             if let Some(wp) = self.packed_param(w) {
-                let ym = MatMut::new(&mut y, rows, out, out);
-                self.kernels()
-                    .sgemm_packed(1.0, MatRef::new(xv, rows, inp, inp), wp, beta, ym)?;
+                let (xm, ym) = (
+                    MatRef::new(xv, rows, inp, inp),
+                    MatMut::new(&mut y, rows, out, out),
+                );
+                match b {
+                    Some(b) => {
+                        let bv = self.arg(op, b)?.0;
+                        self.kernels().sgemm_packed_bias(1.0, xm, wp, 0.0, bv, ym)?
+                    }
+                    None => self.kernels().sgemm_packed(1.0, xm, wp, 0.0, ym)?,
+                }
                 return Ok(self.push(y, out_shape(xs, out), Op::Linear { x, w, b, in_out }));
             }
         }
@@ -188,8 +191,14 @@ impl Graph {
         } else {
             MatRef::new(wv, out, inp, inp).t()
         };
-        self.kernels()
-            .sgemm(1.0, xm, wm, beta, MatMut::new(&mut y, rows, out, out))?;
+        let ym = MatMut::new(&mut y, rows, out, out);
+        match b {
+            Some(b) => {
+                let bv = self.arg(op, b)?.0;
+                self.kernels().sgemm_bias(1.0, xm, wm, 0.0, bv, ym)?
+            }
+            None => self.kernels().sgemm(1.0, xm, wm, 0.0, ym)?,
+        }
         Ok(self.push(y, out_shape(xs, out), Op::Linear { x, w, b, in_out }))
     }
 }
