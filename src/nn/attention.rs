@@ -67,7 +67,12 @@ impl Attention {
                 let parts = g.split(y, 2, &[hq * d, hkv * d, hkv * d])?;
                 (parts[0], parts[1], parts[2])
             }
-            Qkv::Separate { q, k, v } => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
+            Qkv::Separate { q, k, v } => {
+                match super::moe_infer::linears_no_grad(g, &[&q, &k, &v], x)?.as_deref() {
+                    Some(&[q, k, v]) => (q, k, v),
+                    _ => (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?),
+                }
+            }
         };
         Ok(match s.rope_theta {
             Some(theta) => (

@@ -2,7 +2,8 @@
 //! products as the graph path of [`Moe::forward`], without its gather, scale, concat and
 //! index-add nodes, and with the gate and up weights of every chosen expert applied in one
 //! parallel region, then every down weight in a second ([`Kernels::sgemm_many`]): two fork-joins
-//! per layer instead of three per chosen expert.
+//! per layer instead of three per chosen expert. [`linears_no_grad`] does the same for an
+//! attention's separate query, key and value projections.
 //!
 //! Bit-identical to the graph path: each product is the GEMM `Linear::forward` runs on the same
 //! rows (`sgemm_many` computes every job as `sgemm` does), SwiGLU is the same kernel, each row is
@@ -147,4 +148,48 @@ fn job<'a>(
         beta: 0.0,
         c: MatMut::new(c, m, out, out),
     })
+}
+
+/// `x W_i^T` for each Linear of `ls` when nothing is recorded and `x` has at most
+/// [`MAX_TOKENS`] rows: every product in one parallel region ([`Kernels::sgemm_many`]), so an
+/// attention's separate query, key and value projections of a decode step cost one fork-join, not
+/// three. The bits of `Linear::forward` on each. `None` (nothing run) when recording, for more
+/// rows, or when a Linear has a bias or int8 weights: the caller then runs each `forward`.
+/// `// x: (..., in) -> [(..., out_i)]`
+///
+/// # Errors
+/// Shape errors from the graph or the kernels.
+///
+/// [`Kernels::sgemm_many`]: crate::kernels::Kernels::sgemm_many
+pub(super) fn linears_no_grad(g: &mut Graph, ls: &[&Linear], x: Var) -> Result<Option<Vec<Var>>> {
+    let shape = g.shape(x)?.to_vec();
+    let inp = shape.last().copied().unwrap_or(0);
+    let rows = shape.iter().rev().skip(1).product::<usize>();
+    if g.grad_enabled() || rows > MAX_TOKENS || inp == 0 || !ls.iter().all(|l| l.is_bare_f32()) {
+        return Ok(None);
+    }
+    let outs = ls
+        .iter()
+        .map(|l| Ok(g.param_tensor(l.w)?.numel() / inp))
+        .collect::<Result<Vec<usize>>>()?;
+    let mut ys: Vec<Vec<f32>> = outs.iter().map(|&o| g.pool().take(rows * o)).collect();
+    let xv = g.value(x)?;
+    let mut jobs = Vec::with_capacity(ls.len());
+    for ((l, &o), y) in ls.iter().zip(&outs).zip(&mut ys) {
+        jobs.push(job(g, l, xv, rows, inp, o, y)?);
+    }
+    g.kernels().sgemm_many(&mut jobs)?;
+    drop(jobs);
+    Ok(Some(
+        ys.into_iter()
+            .zip(outs)
+            .map(|(y, o)| {
+                let mut s = shape.clone();
+                if let Some(last) = s.last_mut() {
+                    *last = o;
+                }
+                g.leaf(y, s, false)
+            })
+            .collect(),
+    ))
 }
