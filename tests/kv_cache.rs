@@ -232,3 +232,45 @@ fn decode_with_split_gemvs_and_huge_pages_is_exact_on_any_thread_count() {
         assert_eq!(one, two, "{}: 1 and 2 threads", dm.name);
     }
 }
+
+/// `Model::prepare_decode` lays GPT-2's `Conv1D` weights out `(out, in)`: only the order of each
+/// dot product's sum changes, so prefill and cached decode stay within [`CACHE_ATOL`] of the
+/// model as loaded; saving writes the checkpoint layout back bit for bit; training refuses it.
+#[test]
+fn decode_layout_keeps_logits_checkpoint_and_refuses_training() {
+    let dir = fixtures().join("gpt2");
+    let (ids, b) = fixture_ids("gpt2");
+    let t = ids.len() / b;
+    let mut plain = Model::load(&dir).unwrap();
+    let want = full_logits(&mut plain, &ids, b);
+    let mut m = Model::load(&dir).unwrap();
+    m.prepare_decode().unwrap();
+    let got = full_logits(&mut m, &ids, b);
+    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+        let d = max_diff(g, w);
+        assert!(d <= CACHE_ATOL, "row {r}: prepared vs as loaded {d}");
+    }
+    let prompt: Vec<usize> = (0..b).map(|r| [1, t / 2 + 1, 3][r % 3].min(t)).collect();
+    check("gpt2 decode layout", &mut m, &ids, b, &prompt);
+
+    let tmp = std::env::temp_dir().join(format!("anvil-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (a, p) = (
+        tmp.join("plain.safetensors"),
+        tmp.join("prepared.safetensors"),
+    );
+    plain.save(&a).unwrap();
+    m.save(&p).unwrap();
+    let same = std::fs::read(&a).unwrap() == std::fs::read(&p).unwrap();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert!(
+        same,
+        "a prepared model's checkpoint differs from the model's as loaded"
+    );
+
+    let groups = anvil::train::default_groups(&m, 1e-3, 0.0);
+    let err = anvil::train::Trainer::new(m, groups, anvil::train::TrainConfig::default())
+        .err()
+        .expect("a trainer of a decode-prepared model");
+    assert!(err.to_string().contains("prepare_decode"), "{err}");
+}

@@ -80,6 +80,9 @@ struct Param {
     /// copy of each weight a prompt's forward multiplies (GPT-2 124M: 340 MB beside its 500 MB
     /// of f32 weights; decode steps read the weights in place and pack nothing).
     packed: Option<(bool, crate::kernels::gemm::PackedB)>,
+    /// The value is the transpose of the parameter's checkpoint form (a GPT-2 `Conv1D` weight
+    /// laid out `(out, in)` for decoding: `ops::qlinear`'s `transpose_param`).
+    transposed: bool,
 }
 
 impl Param {
@@ -349,6 +352,7 @@ impl Graph {
             value: value.clone(),
             requires_grad,
             packed: None,
+            transposed: false,
         });
         let len = if requires_grad { value.numel() } else { 0 };
         self.param_grads.push(vec![0.0; len]);

@@ -133,6 +133,8 @@ pub fn decode_records(
             continue;
         }
         let mut f32m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
+        // As `anvil generate` runs it.
+        f32m.prepare_decode().map_err(|e| e.to_string())?;
         let mut int8m = Model::new(dm.config.clone(), 1).map_err(|e| e.to_string())?;
         int8m.quantize().map_err(|e| e.to_string())?;
         // The read ceiling: a buffer of one f32 decode step's weight bytes, read in turn with

@@ -234,11 +234,13 @@ impl Model {
                 detail: "int8 weights per block of 32 have no checkpoint form; quantize per channel to save".into(),
             });
         }
-        let tensors: Vec<(&str, &Tensor)> = self
+        // Weights laid out for decoding (`Model::prepare_decode`) go back to their checkpoint form.
+        let owned: Vec<(&str, std::borrow::Cow<'_, Tensor>)> = self
             .params
             .iter()
-            .map(|(n, p)| Ok((n.as_str(), self.graph.param_tensor(*p)?)))
+            .map(|(n, p)| Ok((n.as_str(), self.graph.checkpoint_tensor(*p)?)))
             .collect::<Result<_>>()?;
+        let tensors: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (*n, t.as_ref())).collect();
         let config = self.config.to_json();
         safetensors::save(
             path,

@@ -83,6 +83,32 @@ impl Model {
         self.freeze()
     }
 
+    /// Lays every f32 GPT-2 `Conv1D` weight out `(out, in)`, as every other Linear's, and freezes
+    /// the model, for inference. A decode step then streams each weight as dot products of
+    /// contiguous rows, which read memory faster than the `(in, out)` layout's short rows of
+    /// 1.5-3 KiB (measured on 2 threads, the same model with and without, decodes alternated in
+    /// one process: the tiny GPT 1.03-1.06x the tokens/s, GPT-2 124M 1.05x).
+    /// Numerics: only the order of each dot product's sum changes. [`Model::save`] writes the
+    /// weights back in their checkpoint layout; a [`crate::train::Trainer`] refuses such a model.
+    /// A no-op for models without `Conv1D` weights (LLaMA, Mistral, Mixtral) and int8 ones.
+    ///
+    /// # Errors
+    /// [`super::Error::Tensor`] when a tape is recorded (clear it first).
+    pub fn prepare_decode(&mut self) -> Result<()> {
+        let g = &mut self.graph;
+        for blk in &mut self.blocks {
+            if let Qkv::Fused(l) = &mut blk.attn.qkv {
+                l.transpose_for_decode(g)?;
+            }
+            blk.attn.out.transpose_for_decode(g)?;
+            if let Ffn::Mlp { fc, proj, .. } = &mut blk.ffn {
+                fc.transpose_for_decode(g)?;
+                proj.transpose_for_decode(g)?;
+            }
+        }
+        self.freeze()
+    }
+
     /// The format of the int8 weights, `None` for an f32 model (every Linear shares the head's).
     pub fn quant_format(&self) -> Option<QFormat> {
         let q = self.head?.q?;

@@ -296,6 +296,19 @@ impl Linear {
         Ok(())
     }
 
+    /// Lays an f32 weight stored `(in, out)` (GPT-2's `Conv1D`) out `(out, in)` and freezes it,
+    /// for inference (see [`Graph::transpose_param`]); no-op for any other Linear.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] while a tape is recorded.
+    pub fn transpose_for_decode(&mut self, g: &mut Graph) -> Result<()> {
+        if self.in_out && self.q.is_none() {
+            g.transpose_param(self.w)?;
+            self.in_out = false;
+        }
+        Ok(())
+    }
+
     /// `// x: (..., in) -> (..., out)`
     ///
     /// # Errors

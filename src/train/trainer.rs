@@ -162,6 +162,11 @@ impl Trainer {
                 detail: "accum must be at least 1".into(),
             });
         }
+        if model.graph_ref().has_transposed_params() {
+            return Err(Error::Config {
+                detail: "the model's weights are laid out for decoding (Model::prepare_decode): train a model as built or loaded".into(),
+            });
+        }
         let opt = AdamW::new(
             model.graph_ref(),
             groups,

@@ -43,8 +43,56 @@ impl Graph {
         pr.value = value;
         pr.packed = None;
         pr.requires_grad = false;
+        pr.transposed = false;
         self.param_grads[p.0] = Vec::new();
         Ok(())
+    }
+
+    /// Replaces a 2-D parameter's value by its transpose and freezes it, for inference: a GPT-2
+    /// `Conv1D` weight `(in, out)` becomes `(out, in)`, which a decode step streams as dot
+    /// products (the skinny GEMM's dot form) instead of as rows of 1.5-3 KiB (its axpy form).
+    /// [`Graph::checkpoint_tensor`] gives the value back in its checkpoint form.
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] for an unknown id, a parameter that is not 2-D, or while a
+    /// tape is recorded.
+    pub fn transpose_param(&mut self, p: ParamId) -> Result<()> {
+        self.param_ref(p)?;
+        self.check_no_tape("transpose_param")?;
+        let pr = &mut self.params[p.0];
+        let &[r, c] = pr.shape.as_slice() else {
+            return Err(shape_err(
+                "transpose_param",
+                format!("parameter {} is {:?}, not a matrix", pr.name, pr.shape),
+            ));
+        };
+        pr.value = Tensor::from_vec(transpose(pr.value.as_slice(), r, c), &[c, r])?;
+        pr.shape = vec![c, r];
+        pr.packed = None;
+        pr.requires_grad = false;
+        pr.transposed = !pr.transposed;
+        self.param_grads[p.0] = Vec::new();
+        Ok(())
+    }
+
+    /// A parameter's value in its checkpoint form: the value itself, or its transpose back when
+    /// [`Graph::transpose_param`] laid it out for decoding.
+    ///
+    /// # Errors
+    /// [`crate::tensor::Error::Shape`] for an unknown id.
+    pub fn checkpoint_tensor(&self, p: ParamId) -> Result<std::borrow::Cow<'_, Tensor>> {
+        let pr = self.param_ref(p)?;
+        if !pr.transposed {
+            return Ok(std::borrow::Cow::Borrowed(&pr.value));
+        }
+        let (r, c) = (pr.shape[0], pr.shape[1]);
+        let back = Tensor::from_vec(transpose(pr.value.as_slice(), r, c), &[c, r])?;
+        Ok(std::borrow::Cow::Owned(back))
+    }
+
+    /// Whether any parameter is laid out transposed from its checkpoint form.
+    pub fn has_transposed_params(&self) -> bool {
+        self.params.iter().any(|p| p.transposed)
     }
 
     /// `y = x W^T + b` through int8. `// x: (..., IN), W: packed (OUT, IN), b: (OUT) -> (..., OUT)`
@@ -164,4 +212,20 @@ pub fn pack_int8(t: &Tensor) -> Result<QWeights> {
     };
     let q: Vec<i8> = t.raw_bytes().iter().map(|&b| b as i8).collect();
     Ok(QWeights::from_per_channel(&q, scales, out, inp)?)
+}
+
+/// The `(c, r)` transpose of row-major `(r, c)` values, in tiles that stay in L1.
+fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0f32; r * c];
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(r) {
+                for j in j0..(j0 + TILE).min(c) {
+                    out[j * r + i] = x[i * c + j];
+                }
+            }
+        }
+    }
+    out
 }

@@ -80,6 +80,7 @@ fn run(f: &Flags) -> Result<(), String> {
     if f.has("int8") && !model.is_quantized() {
         model.quantize().map_err(|e| e.to_string())?;
     }
+    model.prepare_decode().map_err(|e| e.to_string())?;
     let tok = tokenizer_for(f, &model_path)?;
     let prompt = prompt(f, tok.as_deref())?;
     let v = model.config().vocab_size;
