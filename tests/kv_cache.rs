@@ -233,9 +233,9 @@ fn decode_with_split_gemvs_and_huge_pages_is_exact_on_any_thread_count() {
     }
 }
 
-/// `Model::prepare_decode` lays GPT-2's `Conv1D` weights out `(out, in)`: only the order of each
-/// dot product's sum changes, so prefill and cached decode stay within [`CACHE_ATOL`] of the
-/// model as loaded; saving writes the checkpoint layout back bit for bit; training refuses it.
+/// `Model::prepare_decode` lays GPT-2's `Conv1D` weights out `(out, in)`: a full forward keeps its
+/// bits, cached decode (whose sums change order) stays within [`CACHE_ATOL`] of it; saving writes
+/// the checkpoint layout back bit for bit; training refuses it.
 #[test]
 fn decode_layout_keeps_logits_checkpoint_and_refuses_training() {
     let dir = fixtures().join("gpt2");
@@ -246,10 +246,9 @@ fn decode_layout_keeps_logits_checkpoint_and_refuses_training() {
     let mut m = Model::load(&dir).unwrap();
     m.prepare_decode().unwrap();
     let got = full_logits(&mut m, &ids, b);
-    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-        let d = max_diff(g, w);
-        assert!(d <= CACHE_ATOL, "row {r}: prepared vs as loaded {d}");
-    }
+    // More than the skinny path's 8 rows: both layouts pack the same B, so the same bits.
+    assert!(ids.len() > 8, "the fixture's forward takes the packed path");
+    assert_eq!(got, want, "full forward, prepared vs as loaded");
     let prompt: Vec<usize> = (0..b).map(|r| [1, t / 2 + 1, 3][r % 3].min(t)).collect();
     check("gpt2 decode layout", &mut m, &ids, b, &prompt);
 
