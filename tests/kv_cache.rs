@@ -272,4 +272,27 @@ fn decode_layout_keeps_logits_checkpoint_and_refuses_training() {
         .err()
         .expect("a trainer of a decode-prepared model");
     assert!(err.to_string().contains("prepare_decode"), "{err}");
+
+    // A model without Conv1D weights is left as it is: every parameter still trainable.
+    let mut llama = Model::load(fixtures().join("llama")).unwrap();
+    let trainable = |m: &Model| -> Vec<Option<bool>> {
+        let g = m.graph_ref();
+        m.params()
+            .iter()
+            .map(|(_, p)| g.requires_grad(*p))
+            .collect()
+    };
+    let before = trainable(&llama);
+    assert!(before.iter().all(|t| *t == Some(true)), "{before:?}");
+    llama.prepare_decode().unwrap();
+    assert_eq!(
+        trainable(&llama),
+        before,
+        "prepare_decode froze a LLaMA model"
+    );
+    let groups = anvil::train::default_groups(&llama, 1e-3, 0.0);
+    assert!(
+        anvil::train::Trainer::new(llama, groups, anvil::train::TrainConfig::default()).is_ok(),
+        "a trainer of a LLaMA model after prepare_decode"
+    );
 }

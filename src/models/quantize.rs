@@ -84,13 +84,13 @@ impl Model {
     }
 
     /// Lays every f32 GPT-2 `Conv1D` weight out `(out, in)`, as every other Linear's, and freezes
-    /// the model, for inference. A decode step then streams each weight as dot products of
+    /// those weights, for inference. A decode step then streams each weight as dot products of
     /// contiguous rows, which read memory faster than the `(in, out)` layout's short rows of
     /// 1.5-3 KiB (measured on 2 threads, the same model with and without, decodes alternated in
     /// one process: the tiny GPT 1.03-1.06x the tokens/s, GPT-2 124M 1.05x).
     /// Numerics: only the order of each dot product's sum changes. [`Model::save`] writes the
     /// weights back in their checkpoint layout; a [`crate::train::Trainer`] refuses such a model.
-    /// A no-op for models without `Conv1D` weights (LLaMA, Mistral, Mixtral) and int8 ones.
+    /// A no-op for models without f32 `Conv1D` weights (LLaMA, Mistral, Mixtral, int8 models).
     ///
     /// # Errors
     /// [`super::Error::Tensor`] when a tape is recorded (clear it first).
@@ -106,7 +106,7 @@ impl Model {
                 proj.transpose_for_decode(g)?;
             }
         }
-        self.freeze()
+        Ok(())
     }
 
     /// The format of the int8 weights, `None` for an f32 model (every Linear shares the head's).

@@ -75,8 +75,8 @@ impl Graph {
         Ok(())
     }
 
-    /// A parameter's value in its checkpoint form: the value itself, or its transpose back when
-    /// [`Graph::transpose_param`] laid it out for decoding.
+    /// A parameter's value in its checkpoint form: the value itself, or its transpose back (in
+    /// f32) when [`Graph::transpose_param`] laid it out for decoding.
     ///
     /// # Errors
     /// [`crate::tensor::Error::Shape`] for an unknown id.
