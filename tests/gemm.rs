@@ -313,6 +313,7 @@ fn bit_identical_across_thread_counts_and_serial() {
             (1, 3072, 768, false, true),
             (4, 3072, 768, false, false),
             (1030, 130, 400, false, false),
+            (1600, 100, 300, false, false),
             (700, 300, 500, true, false),
         ] {
             let a = fill(m * k, 11);

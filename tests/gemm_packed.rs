@@ -197,6 +197,7 @@ proptest! {
 fn bit_identical_across_thread_counts() {
     for kern in Kernels::available().unwrap() {
         for (m, n, k, tb) in [
+            (1600, 200, 384, false),
             (512, 1152, 384, false),
             (64, 2304, 768, true),
             (97, 515, 1000, false),

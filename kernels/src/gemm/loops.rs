@@ -286,17 +286,29 @@ fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Rows of micro-tiles per thread from which [`run`] shares the packed blocks between threads
+/// ([`shared`]) rather than giving each thread its own rectangle of C. Sharing packs each operand
+/// once, but every thread then reads B panels that another core packed (from that core's L2, through
+/// L3) and each block costs two fork-joins; a rectangle packs its own half of B, which stays in
+/// its core's L2, and re-packs only A, which is small while rows are few. Measured on 2 threads
+/// (the same step alternated in one process, rectangles against sharing): GPT-2 124M training
+/// (B 4, T 64: 256 rows) 1.077x; the tiny GPT's and its MoE's training (1024 rows) 1.011x and
+/// 0.989x; prefill of a 64-token prompt 1.045-1.075x (tiny), 1.104-1.110x (GPT-2), of 256 tokens
+/// 1.008x (tiny), 1.188x (GPT-2); an f32 GEMM repeated in cache: 1.11-1.43x from 64 to 256 rows,
+/// 1.054x at 512 and 0.990-1.004x at 1024. (It was 4 tiles a thread: 64 rows on 2 threads.)
+const SHARED_MIN_TILES: usize = 64;
+
 /// Packed GEMM with kernel `K` on `threads` threads.
 ///
-/// Tall problems share each packed block of A and of B between the threads (each packed once,
-/// by all of them, then read by all) and cut the rows of C into chunks. Problems with too few
-/// rows for that get rectangles of C instead, each packing its own operands.
+/// Tall problems ([`SHARED_MIN_TILES`]) share each packed block of A and of B between the
+/// threads (each packed once, by all of them, then read by all) and cut the rows of C into
+/// chunks. Shorter problems get rectangles of C instead, each packing its own operands.
 unsafe fn run<K: MicroKernel>(p: &Problem, threads: usize) {
     if threads <= 1 {
         // SAFETY: forwarded contract.
         return unsafe { serial::<K>(p) };
     }
-    if p.m >= threads * 4 * K::MR {
+    if p.m >= threads * SHARED_MIN_TILES * K::MR {
         // SAFETY: forwarded contract.
         return unsafe { shared::<K>(p, threads) };
     }
