@@ -214,18 +214,9 @@ pub fn pack_int8(t: &Tensor) -> Result<QWeights> {
     Ok(QWeights::from_per_channel(&q, scales, out, inp)?)
 }
 
-/// The `(c, r)` transpose of row-major `(r, c)` values, in tiles that stay in L1.
+/// The `(c, r)` transpose of row-major `(r, c)` values.
 fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
-    const TILE: usize = 32;
     let mut out = vec![0.0f32; r * c];
-    for i0 in (0..r).step_by(TILE) {
-        for j0 in (0..c).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(r) {
-                for j in j0..(j0 + TILE).min(c) {
-                    out[j * r + i] = x[i * c + j];
-                }
-            }
-        }
-    }
+    super::shape::transpose_into(x, &mut out, r, c, false);
     out
 }

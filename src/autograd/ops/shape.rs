@@ -232,17 +232,23 @@ pub(crate) fn permute_backward(c: &mut Ctx, x: Var, axes: &[usize], dy: &[f32]) 
 }
 
 /// `dst[b, j, i] (=|+=) src[b, i, j]`. `// src: (B, rows, cols) -> dst: (B, cols, rows)`
-fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, add: bool) {
+/// In square tiles that stay in L1, so a large matrix is not written one cache line per value.
+pub(crate) fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, add: bool) {
+    const TILE: usize = 32;
     let m = rows * cols;
     if m == 0 {
         return;
     }
     for (s, d) in src.chunks_exact(m).zip(dst.chunks_exact_mut(m)) {
-        for i in 0..rows {
-            for j in 0..cols {
-                let v = s[i * cols + j];
-                let o = &mut d[j * rows + i];
-                *o = if add { *o + v } else { v };
+        for i0 in (0..rows).step_by(TILE) {
+            for j0 in (0..cols).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    for j in j0..(j0 + TILE).min(cols) {
+                        let v = s[i * cols + j];
+                        let o = &mut d[j * rows + i];
+                        *o = if add { *o + v } else { v };
+                    }
+                }
             }
         }
     }
