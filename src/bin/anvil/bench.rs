@@ -531,6 +531,16 @@ fn train(
                 r.speedup((0, 0), (1, 0)),
                 r.median(0, 0),
             );
+            // The matrix products' rate a step at the target speed-up would sustain: its "of
+            // peak" column says how much of the FMA peak the target asks for.
+            let target = b.target_vs_torch;
+            let at_target = r.median(1, 0) / target;
+            rec(
+                format!("anvil/{}/matmul_at_{target}x_torch", b.name),
+                "gflops",
+                b.flops_per_token() * tokens / at_target / 1e9,
+                at_target,
+            );
         }
     }
     Ok(())
