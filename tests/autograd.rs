@@ -347,6 +347,49 @@ fn bit_identical_on_one_and_two_threads() {
     assert_eq!(run(1), run(2));
 }
 
+/// The tape's memory-bound passes split between threads from 64 Ki elements (`split`'s copies,
+/// the add, gradient accumulation into fresh and used slots, `narrow`'s backward): the gradient
+/// is exact, and the same bits on 1 and 2 threads.
+#[test]
+fn split_element_wise_passes_are_exact_on_one_and_two_threads() {
+    // Each third of a row is 600 x 128 = 76,800 elements, above the 65,536 split threshold.
+    let (rows, c) = (600, 128);
+    let x = tensor(&[rows, 3 * c], 29);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Graph::new().unwrap();
+            let p = g.add_param("x", &x, true);
+            let xv = g.param(p).unwrap();
+            // A node, not the parameter: its gradient starts as a fresh slot.
+            let h = g.scale(xv, 1.0).unwrap();
+            let parts = g.split(h, 1, &[c, c, c]).unwrap();
+            let s = g.add(parts[0], parts[1]).unwrap();
+            let m = g.mul(s, parts[2]).unwrap();
+            let loss = g.sum(m).unwrap();
+            g.backward(loss).unwrap();
+            g.param_grad(p).unwrap().unwrap().to_vec()
+        })
+    };
+    // d sum((q + k) * v) = (v, v, q + k), row by row.
+    let want: Vec<f32> = x
+        .as_slice()
+        .chunks_exact(3 * c)
+        .flat_map(|r| {
+            let (q, kv) = r.split_at(c);
+            let (k, v) = kv.split_at(c);
+            let qk = q.iter().zip(k).map(|(a, b)| a + b);
+            v.iter().chain(v).copied().chain(qk).collect::<Vec<_>>()
+        })
+        .collect();
+    let one = run(1);
+    assert_eq!(bits(&one), bits(&want));
+    assert_eq!(bits(&run(2)), bits(&one));
+}
+
 #[test]
 fn lm_step_bit_identical_on_one_and_two_threads() {
     let (v, c, ff, t) = (512, 128, 256, 64);

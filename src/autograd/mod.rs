@@ -199,7 +199,7 @@ impl Grads<'_> {
     }
 
     /// `grad(v) += f(src)` element-wise, as [`Self::accumulate`] (a fresh slot is written).
-    pub(crate) fn accumulate_with(&mut self, v: Var, src: &[f32], f: impl Fn(f32) -> f32) {
+    pub(crate) fn accumulate_with(&mut self, v: Var, src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
         if let Some((g, fresh)) = self.slot_or_fresh(v) {
             if fresh {
                 ops::zip_apply(g, src, |g, s| *g = f(s));

@@ -65,7 +65,7 @@ impl Graph {
         op: &'static str,
         a: Var,
         b: Var,
-        f: impl Fn(f32, f32) -> f32,
+        f: impl Fn(f32, f32) -> f32 + Sync,
         rec: Op,
     ) -> Result<Var> {
         let shape = self.shape(a)?.to_vec();

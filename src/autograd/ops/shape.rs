@@ -44,9 +44,19 @@ impl Graph {
         }
         let mut y = self.pool().take(outer * len * inner);
         let xv = self.arg(OP, x)?.0;
-        for o in 0..outer {
-            let src = &xv[(o * dim + start) * inner..][..len * inner];
-            y[o * len * inner..][..len * inner].copy_from_slice(src);
+        if super::split_pass(outer * len * inner) {
+            use rayon::prelude::*;
+            y[..outer * len * inner]
+                .par_chunks_mut(len * inner)
+                .enumerate()
+                .for_each(|(o, y)| {
+                    y.copy_from_slice(&xv[(o * dim + start) * inner..][..len * inner])
+                });
+        } else {
+            for o in 0..outer {
+                let src = &xv[(o * dim + start) * inner..][..len * inner];
+                y[o * len * inner..][..len * inner].copy_from_slice(src);
+            }
         }
         let mut shape = xs;
         shape[axis] = len;
@@ -277,7 +287,7 @@ pub(crate) fn narrow_backward(
     let Some((g, fresh)) = c.g.slot_or_fresh(x) else {
         return Ok(());
     };
-    for (o, gx) in g.chunks_exact_mut(dim * inner).enumerate().take(outer) {
+    let row = |(o, gx): (usize, &mut [f32])| {
         let (before, rest) = gx.split_at_mut(start * inner);
         let (part, after) = rest.split_at_mut(len * inner);
         let src = &dy[o * len * inner..][..len * inner];
@@ -289,6 +299,18 @@ pub(crate) fn narrow_backward(
         } else {
             add_into(part, src);
         }
+    };
+    if super::split_pass(outer * dim * inner) {
+        use rayon::prelude::*;
+        g.par_chunks_exact_mut(dim * inner)
+            .enumerate()
+            .take(outer)
+            .for_each(row);
+    } else {
+        g.chunks_exact_mut(dim * inner)
+            .enumerate()
+            .take(outer)
+            .for_each(row);
     }
     Ok(())
 }
