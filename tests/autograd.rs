@@ -1,6 +1,7 @@
 //! The tape itself: accumulation, parameters (trainable and frozen), no-grad mode, clearing,
 //! the buffer pool, errors on bad input, and bit-identical results on 1 and 2 threads.
 
+mod common;
 mod gradcheck;
 
 use anvil::autograd::{AttnConfig, CausalMask, Gelu, Graph, ParamId, Var};
@@ -329,11 +330,7 @@ fn bit_identical_on_one_and_two_threads() {
     let (c, ff, rows) = (128, 512, 256);
     let x = tensor(&[rows, c], 18);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::pool(threads).install(|| {
             let mut g = Graph::new().unwrap();
             let ps = mlp_params(&mut g, c, ff);
             let loss = mlp_step(&mut g, &ps, &x);
@@ -356,11 +353,7 @@ fn split_element_wise_passes_are_exact_on_one_and_two_threads() {
     let (rows, c) = (600, 128);
     let x = tensor(&[rows, 3 * c], 29);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::pool(threads).install(|| {
             let mut g = Graph::new().unwrap();
             let p = g.add_param("x", &x, true);
             let xv = g.param(p).unwrap();
@@ -397,11 +390,7 @@ fn lm_step_bit_identical_on_one_and_two_threads() {
         .map(|i| (i * 37 + 11) % v as u32)
         .collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::pool(threads).install(|| {
             let mut g = Graph::new().unwrap();
             let ps = lm_params(&mut g, v, c, ff);
             let loss = lm_step(&mut g, &ps, &ids, t);
@@ -559,11 +548,7 @@ fn attention_and_rope_bit_identical_on_one_and_two_threads() {
     let x = tensor(&[b, t, 3 * h * d], 70);
     let pos: Vec<u32> = (0..t as u32).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::pool(threads).install(|| {
             let mut g = Graph::new().unwrap();
             let xv = g.input(&x, true);
             let parts = g.split(xv, 2, &[h * d, h * d, h * d]).unwrap();

@@ -1,6 +1,7 @@
 //! Gradient checks of every autograd op: central finite differences, an input used twice, and
 //! backward twice on a fresh graph giving identical bits (all inside `common::check`).
 
+mod common;
 mod gradcheck;
 
 use anvil::autograd::{AttnConfig, AttnSpec, CausalMask, Gelu, IGNORE_INDEX, Rng};
@@ -529,11 +530,7 @@ fn linear_grouped_has_the_bits_of_one_linear_per_group() {
             .collect()
     };
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::pool(threads).install(|| {
             let mut g = Graph::new().unwrap();
             let run = |g: &mut Graph, grouped: bool| {
                 let v: Vec<Var> = ins.iter().map(|t| g.input(t, false)).collect();
