@@ -62,8 +62,9 @@ pub(crate) fn around(
 /// From this many elements (256 KiB of f32) the tape's memory-bound passes (gradient
 /// accumulation, the binary element-wise ops, zeroed gradient buffers, `narrow` and its backward)
 /// are split between the rayon threads, in tasks of [`PAR_CHUNK`] elements; below it they run on
-/// the calling thread, where a fork would cost more than it saves. Each element is computed alone,
-/// so the split changes no bit. Measured in one process, the same step with and without the split
+/// the calling thread, where a fork would cost more than it saves (the thresholds of the kernels'
+/// own element-wise split, `anvil_kernels::par`, which is private to that crate). Each element
+/// is computed alone, so the split changes no bit. Measured in one process, the same step with and without the split
 /// alternated (2 threads): tiny-GPT training 1.012-1.043x, GPT-2 124M training 1.015-1.019x, the
 /// tiny MoE 1.002x, the block bench at B4xT64 1.011-1.012x and at B4xT256 1.010x. (An earlier
 /// split, judged by the block bench's tape-overhead figure from run to run, had looked like a loss
