@@ -44,19 +44,21 @@ impl Graph {
         }
         let mut y = self.pool().take(outer * len * inner);
         let xv = self.arg(OP, x)?.0;
-        if super::split_pass(outer * len * inner) {
+        let part = len * inner;
+        let row = |(o, y): (usize, &mut [f32])| {
+            y.copy_from_slice(&xv[(o * dim + start) * inner..][..part]);
+        };
+        if part > 0 && super::split_pass(outer * part) {
             use rayon::prelude::*;
-            y[..outer * len * inner]
-                .par_chunks_mut(len * inner)
+            y.par_chunks_exact_mut(part)
                 .enumerate()
-                .for_each(|(o, y)| {
-                    y.copy_from_slice(&xv[(o * dim + start) * inner..][..len * inner])
-                });
-        } else {
-            for o in 0..outer {
-                let src = &xv[(o * dim + start) * inner..][..len * inner];
-                y[o * len * inner..][..len * inner].copy_from_slice(src);
-            }
+                .take(outer)
+                .for_each(row);
+        } else if part > 0 {
+            y.chunks_exact_mut(part)
+                .enumerate()
+                .take(outer)
+                .for_each(row);
         }
         let mut shape = xs;
         shape[axis] = len;
