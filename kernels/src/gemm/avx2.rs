@@ -16,6 +16,7 @@ impl MicroKernel for Avx2 {
         kc: usize,
         alpha: f32,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         beta: f32,
         bias: *const f32,
@@ -24,6 +25,7 @@ impl MicroKernel for Avx2 {
         mr: usize,
         nr: usize,
     ) {
+        debug_assert_eq!(lda, 0, "no direct A on this kernel");
         // SAFETY: forwarded trait contract (which includes AVX2 and FMA on this CPU).
         unsafe { kernel(kc, alpha, a, b, beta, bias, c, ldc, mr, nr) }
     }

@@ -1,5 +1,7 @@
 //! AVX-512 micro-kernel: 8 x 48 (24 accumulators of 16 lanes, 3 B loads and 8 broadcasts per k
 //! step). The A micro-panel (8 x KC) is the one that stays in L1; B micro-panels stream from L2.
+//! It reads A packed or, when A's rows are contiguous, in place (`DIRECT`): the broadcasts then
+//! come from 8 row pointers instead of one panel, with the same arithmetic.
 
 use super::kernel::MicroKernel;
 use crate::math::avx512::mask16;
@@ -19,10 +21,13 @@ impl MicroKernel for Avx512 {
     const MR: usize = MR;
     const NR: usize = NR;
 
+    const DIRECT_A: bool = true;
+
     unsafe fn run(
         kc: usize,
         alpha: f32,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         beta: f32,
         bias: *const f32,
@@ -32,17 +37,24 @@ impl MicroKernel for Avx512 {
         nr: usize,
     ) {
         // SAFETY: forwarded trait contract (which includes AVX-512 F on this CPU).
-        unsafe { kernel::<MR, NV>(kc, alpha, a, b, beta, bias, c, ldc, mr, nr) }
+        unsafe {
+            if lda == 0 {
+                kernel::<MR, NV, false>(kc, alpha, a, 0, b, beta, bias, c, ldc, mr, nr)
+            } else {
+                kernel::<MR, NV, true>(kc, alpha, a, lda, b, beta, bias, c, ldc, mr, nr)
+            }
+        }
     }
 }
 
 /// The `R x 16V` micro-kernel: `R * V` accumulators, V loads of B and R broadcasts of A per k.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const R: usize, const V: usize>(
+unsafe fn kernel<const R: usize, const V: usize, const DIRECT: bool>(
     kc: usize,
     alpha: f32,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     beta: f32,
     bias: *const f32,
@@ -60,19 +72,36 @@ unsafe fn kernel<const R: usize, const V: usize>(
         }
     }
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    let (mut a, mut b) = (a, b);
-    let step = |acc: &mut [[__m512; V]; R], a: *const f32, b: *const f32| {
-        // SAFETY: the caller keeps a and b inside their panels.
+    // Row i of the A micro-panel: packed, `a[k * R + i]`; direct, `a[i * lda + k]`, rows past mr
+    // reading row mr - 1 again (their sums are never stored).
+    let rows: [*const f32; R] = std::array::from_fn(|i| {
+        if DIRECT {
+            a.wrapping_add(i.min(mr.max(1) - 1) * lda)
+        } else {
+            a.wrapping_add(i)
+        }
+    });
+    let at = |i: usize, k: usize| {
+        if DIRECT {
+            rows[i].wrapping_add(k)
+        } else {
+            rows[i].wrapping_add(k * R)
+        }
+    };
+    let step = |acc: &mut [[__m512; V]; R], k: usize, b: *const f32| {
+        // SAFETY: the caller keeps k inside the A micro-panel and b inside the B one.
         unsafe {
             let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
+                let ai = _mm512_set1_ps(*at(i, k));
                 for v in 0..V {
                     row[v] = _mm512_fmadd_ps(ai, bv[v], row[v]);
                 }
             }
         }
     };
+    let mut b = b;
+    let mut k = 0;
     // Four steps a round; the B micro-panels stream from L2 (the A micro-panel stays in L1 across
     // LOOP 1), so prefetch the B lines of the round after next.
     for _ in 0..kc / 4 {
@@ -82,19 +111,19 @@ unsafe fn kernel<const R: usize, const V: usize>(
         // SAFETY: four more k steps remain in both panels.
         unsafe {
             for s in 0..4 {
-                step(&mut acc, a.add(s * R), b.add(s * 16 * V));
+                step(&mut acc, k + s, b.add(s * 16 * V));
             }
-            a = a.add(4 * R);
             b = b.add(4 * 16 * V);
         }
+        k += 4;
     }
     for _ in 0..kc % 4 {
-        step(&mut acc, a, b);
+        step(&mut acc, k, b);
         // SAFETY: one more k step remains in both panels.
         unsafe {
-            a = a.add(R);
             b = b.add(16 * V);
         }
+        k += 1;
     }
     let masks: [__mmask16; V] = std::array::from_fn(|v| mask16(nr.saturating_sub(16 * v)));
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));

@@ -4,8 +4,9 @@ use std::sync::OnceLock;
 
 /// A register-blocked `MR x NR` update of C from packed panels.
 ///
-/// `a` is an A micro-panel: `kc` columns of `MR` values (`a[p * MR + i]`), zero-padded past the
-/// matrix edge. `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
+/// With `lda == 0`, `a` is an A micro-panel: `kc` columns of `MR` values (`a[p * MR + i]`),
+/// zero-padded past the matrix edge. With `lda > 0` (only for kernels with
+/// [`MicroKernel::DIRECT_A`]), `a` is A itself, unpacked: row `i < mr` at `a[i * lda + p]`. `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
 /// The kernel computes `acc = sum_p a[., p] b[p, .]` in k order and writes
 /// `c[i, j] = alpha * acc[i, j] + beta * c[i, j]` for `i < mr`, `j < nr`, reading nothing of C when
 /// `beta == 0`; then, when `bias` is not null, adds `bias[j]` (a separate rounding, so with
@@ -17,7 +18,8 @@ pub(crate) trait MicroKernel {
     const NR: usize;
 
     /// # Safety
-    /// `a` holds `kc * MR` values, `b` holds `kc * NR`, `bias` is null or holds `nr` values, and
+    /// `a` holds `kc * MR` values (`lda == 0`) or rows `i < mr` of `kc` values `lda` apart, `b`
+    /// holds `kc * NR`, `bias` is null or holds `nr` values, and
     /// `c` points at an `mr x nr` block (rows `ldc` apart) valid for reads and writes, with `mr <= MR`, `nr <= NR`; the CPU has
     /// the kernel's instruction set.
     #[allow(clippy::too_many_arguments)]
@@ -25,6 +27,7 @@ pub(crate) trait MicroKernel {
         kc: usize,
         alpha: f32,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         beta: f32,
         bias: *const f32,
@@ -33,6 +36,9 @@ pub(crate) trait MicroKernel {
         mr: usize,
         nr: usize,
     );
+
+    /// Whether [`MicroKernel::run`] can read A in place (`lda > 0`).
+    const DIRECT_A: bool = false;
 }
 
 /// Cache-block sizes for one micro-kernel shape.

@@ -373,7 +373,7 @@ unsafe fn serial<K: MicroKernel>(p: &Problem) {
             bands::<K>(p, |p| {
                 let (apack, bpack) = buffers::<K>(p, &bl, abuf, bbuf);
                 for_blocks(p, bl.nc, bl.kc, K::NR, |blk| {
-                    if blk.jc == 0 {
+                    if blk.jc == 0 && !direct_a::<K>(p) {
                         // SAFETY: every row of the band, inside A; apack holds their panels.
                         pack_a_rows::<K>(p, &blk, 0, p.m, apack);
                     }
@@ -601,13 +601,24 @@ unsafe fn rows_in_chunks<K: MicroKernel>(
     mine.into_par_iter()
         .zip(parts.par_iter())
         .for_each(|(apanels, &(i0, mi))| {
-            if blk.jc == 0 {
+            if blk.jc == 0 && !direct_a::<K>(p) {
                 // SAFETY: the chunk's rows lie inside the band, inside A; apanels holds their panels.
                 unsafe { pack_a_rows::<K>(p, &blk, i0, mi, apanels) };
             }
             // SAFETY: disjoint row ranges of the checked problem.
             unsafe { rows::<K>(p, &blk, apanels, bpack, i0, mi) }
         });
+}
+
+/// Whether the micro-kernel reads A in place rather than packed: when its kernel can, A's rows
+/// are contiguous (`X W` and `dY W^T`, not `dY^T X`), and C is one column block. Packing A costs
+/// one copy of it per k block; in place, each column block reads A again, so a problem of several
+/// blocks (n above NC) keeps the packed copy that all of them share. Measured on 2 threads, the
+/// same GEMMs alternated in one process, in place against packed: 1.022-1.036x at 1024 rows with
+/// n = 384 (k 384 to 4096) and 256 rows with n = 768; 0.975-0.991x when n was 1152-4096 (two to
+/// five blocks), which keep packing; the tiny GPT's training step 1.014x.
+fn direct_a<K: MicroKernel>(p: &Problem) -> bool {
+    K::DIRECT_A && p.csa == 1 && p.n <= blocking(K::MR, K::NR).nc
 }
 
 /// LOOP 2..1 for rows `i0..i0 + m` (`i0` a multiple of MR) of C against the packed A panels of
@@ -621,9 +632,15 @@ unsafe fn rows<K: MicroKernel>(
     m: usize,
 ) {
     let kc = blk.kc;
+    let direct = direct_a::<K>(p);
     // LOOP 2: an A micro-panel, kept in L1 while LOOP 1 streams B from L2.
     for ir in (i0..i0 + m).step_by(K::MR) {
-        let ap = apack[(ir - i0) * kc..].as_ptr();
+        let (ap, lda) = if direct {
+            // Rows ir.. of A's k block, in place.
+            (p.a.wrapping_add(ir * p.rsa + blk.pc), p.rsa)
+        } else {
+            (apack[(ir - i0) * kc..].as_ptr(), 0)
+        };
         // LOOP 1: the B micro-panels of the packed block.
         for jr in (0..blk.nc).step_by(K::NR) {
             let bp = bpack[jr * kc..].as_ptr();
@@ -633,12 +650,13 @@ unsafe fn rows<K: MicroKernel>(
             } else {
                 std::ptr::null()
             };
-            // SAFETY: the panels hold kc * MR and kc * NR values; the tile at (ir, jc + jr) is inside C, clipped to mr x nr, and its bias (if any) holds nr values.
+            // SAFETY: the A panel (packed, or rows ir.. of A with kc values from column pc) and the B panel hold kc steps; the tile at (ir, jc + jr) is inside C, clipped to mr x nr, and its bias (if any) holds nr values.
             unsafe {
                 K::run(
                     kc,
                     p.alpha,
                     ap,
+                    lda,
                     bp,
                     blk.beta,
                     bias,

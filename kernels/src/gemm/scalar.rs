@@ -15,6 +15,7 @@ impl MicroKernel for Scalar {
         kc: usize,
         alpha: f32,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         beta: f32,
         bias: *const f32,
@@ -23,6 +24,7 @@ impl MicroKernel for Scalar {
         mr: usize,
         nr: usize,
     ) {
+        debug_assert_eq!(lda, 0, "no direct A on this kernel");
         // SAFETY: the trait contract: `a` holds kc * MR values and `b` holds kc * NR.
         let (a, b) = unsafe {
             (
