@@ -443,6 +443,12 @@ fn qgemm_vs_torch(
     Ok(())
 }
 
+/// Rounds of `train` at least, whatever `--seconds`: a step takes 0.3-3 s, so the default budget
+/// gave 3, and the median of 3 per-round speed-ups moved by 0.1-0.4 from run to run on this
+/// host (tiny-gpt 1.26-1.51x, tiny-moe 1.68-2.44x within an hour); 7 rounds take the tiny
+/// configurations about 10 and 25 seconds.
+const TRAIN_MIN_ROUNDS: usize = 7;
+
 fn train(
     threads: usize,
     budget: Duration,
@@ -505,7 +511,7 @@ fn train(
         if let Some(t) = theirs.as_mut() {
             runs.push(t);
         }
-        let r = bench::rounds(&mut runs, budget, 3)?;
+        let r = bench::rounds(&mut runs, budget, TRAIN_MIN_ROUNDS)?;
         let engines = ["anvil", "torch"];
         for (run, engine) in engines.iter().enumerate().take(r.samples.len()) {
             let s = r.median(run, 0);
