@@ -1,4 +1,5 @@
-//! AVX2 + FMA micro-kernel: 6 x 16 (12 accumulators of 8 lanes, 2 B loads and 6 broadcasts per k).
+//! AVX2 + FMA micro-kernel: 6 x 16 (12 accumulators of 8 lanes, 2 B loads and 6 broadcasts per k),
+//! reading A packed or, when A's rows are contiguous, in place.
 
 use super::kernel::MicroKernel;
 use std::arch::x86_64::*;
@@ -11,6 +12,7 @@ const NR: usize = 16;
 impl MicroKernel for Avx2 {
     const MR: usize = MR;
     const NR: usize = NR;
+    const DIRECT_A: bool = true;
 
     unsafe fn run(
         kc: usize,
@@ -25,9 +27,14 @@ impl MicroKernel for Avx2 {
         mr: usize,
         nr: usize,
     ) {
-        debug_assert_eq!(lda, 0, "no direct A on this kernel");
         // SAFETY: forwarded trait contract (which includes AVX2 and FMA on this CPU).
-        unsafe { kernel(kc, alpha, a, b, beta, bias, c, ldc, mr, nr) }
+        unsafe {
+            if lda == 0 {
+                kernel::<false>(kc, alpha, a, 0, b, beta, bias, c, ldc, mr, nr)
+            } else {
+                kernel::<true>(kc, alpha, a, lda, b, beta, bias, c, ldc, mr, nr)
+            }
+        }
     }
 }
 
@@ -41,12 +48,15 @@ pub(crate) fn mask8(n: usize) -> __m256i {
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), iota) }
 }
 
+/// The kernel, reading A packed or, `DIRECT`, in place (row `i` at `a + i * lda`; rows past `mr`
+/// read row `mr - 1` again and are never stored): the same arithmetic either way.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const DIRECT: bool>(
     kc: usize,
     alpha: f32,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     beta: f32,
     bias: *const f32,
@@ -56,18 +66,26 @@ unsafe fn kernel(
     nr: usize,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: the panels hold kc * MR and kc * NR values; a and b advance one k step each.
+    // Row i of the A micro-panel at k step q: packed `rows[i] + q * MR`, direct `rows[i] + q`.
+    let rows: [*const f32; MR] = std::array::from_fn(|i| {
+        if DIRECT {
+            a.wrapping_add(i.min(mr.max(1) - 1) * lda)
+        } else {
+            a.wrapping_add(i)
+        }
+    });
+    let step = if DIRECT { 1 } else { MR };
+    let mut b = b;
+    for q in 0..kc {
+        // SAFETY: both panels hold kc steps; b advances one k step each.
         unsafe {
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(i));
+                let ai = _mm256_broadcast_ss(&*rows[i].add(q * step));
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
-            a = a.add(MR);
             b = b.add(NR);
         }
     }
