@@ -349,6 +349,40 @@ fn view(d: &[f32], rows: usize, cols: usize, t: bool) -> MatRef<'_> {
     }
 }
 
+/// A whose rows all alias one row (row stride 0, a broadcast) is packed, not read in place
+/// (the in-place kernel's `lda == 0` means a packed panel): the same bits as the rows written out.
+#[test]
+fn a_row_broadcast_matches_its_rows_written_out() {
+    for kern in Kernels::available().unwrap() {
+        let (m, n, k) = (20, 48, 33);
+        let row = fill(k, 25);
+        let rows: Vec<f32> = (0..m).flat_map(|_| row.iter().copied()).collect();
+        let b = fill(k * n, 26);
+        let run = |av: MatRef| {
+            let mut c = vec![0.0; m * n];
+            kern.sgemm(
+                1.0,
+                av,
+                MatRef::new(&b, k, n, n),
+                0.0,
+                MatMut::new(&mut c, m, n, n),
+            )
+            .unwrap();
+            c
+        };
+        let broadcast = run(MatRef::from_strides(&row, m, k, 0, 1));
+        let written = run(MatRef::new(&rows, m, k, k));
+        assert!(
+            broadcast
+                .iter()
+                .zip(&written)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{:?}: a broadcast A differs from its rows written out",
+            kern.isa()
+        );
+    }
+}
+
 /// `sgemm_many` on products that are not all GEMV-like (packed ones, A read in place or
 /// transposed, beside a skinny one), on 1, 2 and 3 threads: each job's C has the bits of one
 /// `sgemm` call.

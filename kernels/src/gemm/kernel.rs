@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 ///
 /// With `lda == 0`, `a` is an A micro-panel: `kc` columns of `MR` values (`a[p * MR + i]`),
 /// zero-padded past the matrix edge. With `lda > 0` (only for kernels with
-/// [`MicroKernel::DIRECT_A`]), `a` is A itself, unpacked: row `i < mr` at `a[i * lda + p]`. `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
+/// [`MicroKernel::DIRECT_A`]), `a` is A itself, unpacked: row `i < mr` at `a[i * lda + p]`.
+/// `b` is a B micro-panel: `kc` rows of `NR` values (`b[p * NR + j]`), zero-padded.
 /// The kernel computes `acc = sum_p a[., p] b[p, .]` in k order and writes
 /// `c[i, j] = alpha * acc[i, j] + beta * c[i, j]` for `i < mr`, `j < nr`, reading nothing of C when
 /// `beta == 0`; then, when `bias` is not null, adds `bias[j]` (a separate rounding, so with
