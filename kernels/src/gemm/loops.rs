@@ -613,13 +613,12 @@ unsafe fn rows_in_chunks<K: MicroKernel>(
 /// Whether the micro-kernel reads A in place rather than packed: when its kernel can, A's rows
 /// are contiguous and apart (`X W` and `dY W^T`, not `dY^T X`, nor a row broadcast with row
 /// stride 0, which the kernel's `lda == 0` would take for a packed panel), and C is one column
-/// block. Packing A costs
-/// one copy of it per k block; in place, each column block reads A again, so a problem of several
-/// blocks (n above NC) keeps the packed copy that all of them share. Measured on 2 threads, the
-/// same GEMMs alternated in one process, in place against packed: AVX-512 1.022-1.036x at 1024
-/// rows with n = 384 (k 384 to 4096) and 256 rows with n = 768, AVX2 1.04-1.08x; 0.975-0.991x
-/// (AVX-512) when n was 1152-4096 (two to five blocks), which keep packing; the tiny GPT's
-/// training step 1.014x.
+/// block. Packing A costs one copy of it per k block; in place, each column block reads A again,
+/// so a problem of several blocks (n above NC) keeps the packed copy that all of them share.
+/// Measured on 2 threads, the same GEMMs alternated in one process, in place against packed:
+/// AVX-512 1.022-1.036x at 1024 rows with n = 384 (k 384 to 4096) and 256 rows with n = 768,
+/// AVX2 1.04-1.08x; 0.975-0.991x (AVX-512) when n was 1152-4096 (two to five blocks), which keep
+/// packing; the tiny GPT's training step 1.014x.
 fn direct_a<K: MicroKernel>(p: &Problem) -> bool {
     K::DIRECT_A && p.csa == 1 && p.rsa > 0 && p.n <= blocking(K::MR, K::NR).nc
 }
