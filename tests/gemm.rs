@@ -2,6 +2,8 @@
 //! transpose combination, alpha/beta specials, wide leading dimensions with NaN sentinels in the
 //! padding, the bias epilogue, batched GEMM, thread-count determinism, and shape errors.
 
+mod common;
+
 use anvil::kernels::gemm::reference;
 use anvil::kernels::{KernelError, Kernels, MatMut, MatRef};
 use proptest::prelude::*;
@@ -255,10 +257,7 @@ fn bias_epilogue_equals_prefilled_c() {
                     .unwrap();
             });
             assert!(
-                fused
-                    .iter()
-                    .zip(&two_pass)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                common::same_bits(&fused, &two_pass),
                 "{:?} {m}x{n}x{k}: fused bias differs from the prefilled C",
                 kern.isa()
             );
@@ -327,10 +326,7 @@ fn a_read_in_place_matches_a_packed_bit_for_bit() {
             let direct = run(MatRef::new(&a, m, k, lda));
             let packed = run(MatRef::new(&at, k, m, m).t());
             assert!(
-                direct
-                    .iter()
-                    .zip(&packed)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                common::same_bits(&direct, &packed),
                 "{:?} {m}x{n}x{k} pad {pad}: A in place and A packed differ",
                 kern.isa()
             );
@@ -362,10 +358,7 @@ fn a_row_broadcast_matches_its_rows_written_out() {
         let broadcast = run(MatRef::from_strides(&row, m, k, 0, 1));
         let written = run(MatRef::new(&rows, m, k, k));
         assert!(
-            broadcast
-                .iter()
-                .zip(&written)
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            common::same_bits(&broadcast, &written),
             "{:?}: a broadcast A differs from its rows written out",
             kern.isa()
         );
@@ -419,18 +412,14 @@ fn bit_identical_across_thread_counts_and_serial() {
             let one = run(1, false);
             let serial = run(3, true);
             assert!(
-                one.iter()
-                    .zip(&serial)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                common::same_bits(&one, &serial),
                 "{:?} {m}x{n}x{k}: sgemm and sgemm_serial differ",
                 kern.isa()
             );
             for threads in [2, 3] {
                 let many = run(threads, false);
                 assert!(
-                    one.iter()
-                        .zip(&many)
-                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    common::same_bits(&one, &many),
                     "{:?} {m}x{n}x{k}: 1 and {threads} threads differ",
                     kern.isa()
                 );

@@ -112,9 +112,7 @@ fn check(kern: &Kernels, c: &Case, seed: u64) {
     }
     if m > PACKED_ROWS {
         assert!(
-            got.iter()
-                .zip(&unpacked)
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            common::same_bits(&got, &unpacked),
             "{what}: packed and unpacked sgemm differ"
         );
     }

@@ -107,9 +107,7 @@ fn split_gemvs_bit_identical_across_thread_counts() {
             let go = |t| common::pool(t).install(|| run(Some(&kern), m, n, k, dot, 1.0, 1.0, 0));
             let (one, two) = (go(1), go(2));
             assert!(
-                one.iter()
-                    .zip(&two)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                common::same_bits(&one, &two),
                 "{:?} {m}x{n}x{k} dot{dot}: 1 and 2 threads differ",
                 kern.isa()
             );
@@ -171,10 +169,7 @@ fn against_reference_on_threads(
         for &t in &threads[1..] {
             let other = go(t);
             assert!(
-                first
-                    .iter()
-                    .zip(&other)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                common::same_bits(&first, &other),
                 "{isa:?} {m}x{n}x{k} dot{dot}: {} and {t} threads differ",
                 threads[0]
             );
@@ -264,7 +259,7 @@ fn many_gemms_in_one_region_equal_one_gemm_each_bit_for_bit() {
                 let got = common::pool(threads).install(|| many(&kern, shapes, false));
                 for (j, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
-                        g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        common::same_bits(g, w),
                         "{isa:?} {threads} threads: job {j} {:?} differs from sgemm",
                         shapes[j]
                     );

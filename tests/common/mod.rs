@@ -59,3 +59,8 @@ pub fn pool(threads: usize) -> rayon::ThreadPool {
 pub fn single_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool(1).install(f)
 }
+
+/// Whether two results agree bit for bit (NaN payloads and signed zeros included).
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
