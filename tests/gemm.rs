@@ -5,7 +5,7 @@
 mod common;
 
 use anvil::kernels::gemm::reference;
-use anvil::kernels::{KernelError, Kernels, MatMut, MatRef};
+use anvil::kernels::{GemmJob, KernelError, Kernels, MatMut, MatRef};
 use proptest::prelude::*;
 
 /// Each C element is a k-term f32 dot product plus a beta term, summed in a different order (KC
@@ -362,6 +362,76 @@ fn a_row_broadcast_matches_its_rows_written_out() {
             "{:?}: a broadcast A differs from its rows written out",
             kern.isa()
         );
+    }
+}
+
+/// `rows x cols`, stored transposed when `t`.
+fn view(d: &[f32], rows: usize, cols: usize, t: bool) -> MatRef<'_> {
+    if t {
+        MatRef::new(d, cols, rows, rows).t()
+    } else {
+        MatRef::new(d, rows, cols, cols)
+    }
+}
+
+/// `sgemm_many` on products big enough to be cut into tiles (by columns when A is read in place
+/// or is the smaller operand, by rows otherwise; a skinny one kept whole), on 1, 2 and 3 threads:
+/// each job's C has the bits of one `sgemm` call.
+#[test]
+fn many_gemms_cut_into_tiles_equal_one_gemm_each_bit_for_bit() {
+    // (m, n, k, A transposed, B transposed)
+    let shapes = [
+        (200, 384, 256, false, true),
+        (300, 130, 200, true, false),
+        (100, 900, 150, false, false),
+        (5, 300, 400, false, true),
+        (97, 50, 333, true, true),
+    ];
+    let ops: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, k, _, _))| (fill(m * k, 30 + i as u64), fill(k * n, 40 + i as u64)))
+        .collect();
+    for kern in Kernels::available().unwrap() {
+        let run = |alone: bool| {
+            let mut cs: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(m, n, ..))| fill(m * n, 50 + i as u64))
+                .collect();
+            let mut jobs: Vec<GemmJob> = shapes
+                .iter()
+                .zip(&ops)
+                .zip(&mut cs)
+                .map(|((&(m, n, k, ta, tb), (a, b)), c)| GemmJob {
+                    alpha: 0.75,
+                    a: view(a, m, k, ta),
+                    b: view(b, k, n, tb),
+                    beta: 0.5,
+                    c: MatMut::new(c, m, n, n),
+                })
+                .collect();
+            if alone {
+                for j in jobs {
+                    kern.sgemm(j.alpha, j.a, j.b, j.beta, j.c).unwrap();
+                }
+            } else {
+                kern.sgemm_many(&mut jobs).unwrap();
+            }
+            cs
+        };
+        let want = run(true);
+        for threads in [1, 2, 3] {
+            let got = common::pool(threads).install(|| run(false));
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    common::same_bits(g, w),
+                    "{:?} {threads} threads: job {j} {:?} differs from sgemm",
+                    kern.isa(),
+                    shapes[j]
+                );
+            }
+        }
     }
 }
 

@@ -166,7 +166,7 @@ impl Moe {
 
 impl Moe {
     /// Training: every expert's tokens gathered into one `(R, d)` block, expert after expert,
-    /// through `linear_grouped` (the experts' GEMMs spread over the threads, one thread each)
+    /// through `linear_grouped` (the experts' GEMMs in one parallel region, cut into tiles)
     /// and one `swiglu`, then scaled and added back by token. The same bits as
     /// [`Moe::experts_one_by_one`] with `k <= 2` (beyond, a token's input gradient sums its
     /// experts' rows in another order). `// flat: (N, d), weights: (N * k) -> (N, d)`

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: a fork-join costs a few
 /// microseconds, about what 2^20 FMAs take on one core.
-const PAR_MIN_FMAS: usize = 1 << 20;
+pub(super) const PAR_MIN_FMAS: usize = 1 << 20;
 
 /// One GEMM as raw parts; `Problem::new`'s caller has checked every index it implies.
 #[derive(Clone, Copy)]
@@ -108,7 +108,7 @@ impl Problem {
     }
 
     /// The sub-problem for rows `i0..i0 + m` and columns `j0..j0 + n` of C.
-    fn sub(&self, i0: usize, m: usize, j0: usize, n: usize) -> Self {
+    pub(super) fn sub(&self, i0: usize, m: usize, j0: usize, n: usize) -> Self {
         Problem {
             m,
             n,
@@ -188,10 +188,8 @@ pub(crate) unsafe fn gemm_many(isa: Isa, ps: &[Problem]) {
         }
     };
     if !done {
-        for p in ps {
-            // SAFETY: as above.
-            unsafe { gemm(isa, p, true) };
-        }
+        // SAFETY: as above.
+        unsafe { super::tiles::run(isa, ps) };
     }
 }
 
@@ -363,7 +361,7 @@ unsafe fn bands<K: MicroKernel>(p: &Problem, mut f: impl FnMut(&Problem)) {
 }
 
 /// The single-threaded loop nest.
-unsafe fn serial<K: MicroKernel>(p: &Problem) {
+pub(super) unsafe fn serial<K: MicroKernel>(p: &Problem) {
     let bl = blocking(K::MR, K::NR);
     PACK.with(|cell| {
         let mut guard = cell.borrow_mut();
@@ -619,7 +617,7 @@ unsafe fn rows_in_chunks<K: MicroKernel>(
 /// AVX-512 1.022-1.036x at 1024 rows with n = 384 (k 384 to 4096) and 256 rows with n = 768,
 /// AVX2 1.04-1.08x; 0.975-0.991x (AVX-512) when n was 1152-4096 (two to five blocks), which keep
 /// packing; the tiny GPT's training step 1.014x.
-fn direct_a<K: MicroKernel>(p: &Problem) -> bool {
+pub(super) fn direct_a<K: MicroKernel>(p: &Problem) -> bool {
     K::DIRECT_A && p.csa == 1 && p.rsa > 0 && p.n <= blocking(K::MR, K::NR).nc
 }
 

@@ -20,6 +20,7 @@ mod pack;
 mod packed;
 mod scalar;
 mod skinny;
+mod tiles;
 
 pub use packed::PackedB;
 pub(crate) use skinny::gemv_dot;
@@ -264,11 +265,13 @@ impl Kernels {
     }
 
     /// Independent GEMMs `c = alpha * a * b + beta * c`, one per job, with the results of as many
-    /// [`Kernels::sgemm`] calls (bit for bit). When every job is GEMV-like with B read along its
-    /// rows (a Linear weight `(out, in)` seen as `.t()`, at most 8 rows of A), all of them run in
-    /// one parallel region, split into tasks of a few hundred KiB of B that idle threads take in
-    /// turn: a decode step's expert matrices cost one fork-join, not one each. Otherwise they run
-    /// one after another.
+    /// [`Kernels::sgemm`] calls (bit for bit), all in one parallel region. When every job is
+    /// GEMV-like with B read along its rows (a Linear weight `(out, in)` seen as `.t()`, at most 8
+    /// rows of A), they are split into tasks of a few hundred KiB of B that idle threads take in
+    /// turn: a decode step's expert matrices cost one fork-join, not one each. Otherwise each job
+    /// is cut into tiles of rows or columns (about a quarter of a thread's share of the work
+    /// each), taken largest first by whichever thread is free: a mixture's experts, of unequal
+    /// sizes, keep both threads busy to the end.
     ///
     /// # Errors
     /// As [`Kernels::sgemm`], for the first job whose shapes or lengths are wrong (then nothing

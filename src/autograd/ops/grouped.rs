@@ -1,17 +1,19 @@
 //! `linear_grouped`: consecutive groups of rows, each through its own weight (a mixture's
 //! experts, their tokens gathered expert by expert), as one op.
 //!
-//! One GEMM per group, the groups spread over the threads, each GEMM on one thread: small
-//! products (an expert sees about `N * K / E` rows) then pay no fork-join inside each GEMM, and
-//! the op is one node on the tape instead of one per group. A GEMM gives the same bits on any
-//! thread count, so each group's rows equal a `linear` of them alone.
+//! One GEMM per group, all of them in one parallel region ([`Kernels::sgemm_many`]): small
+//! products (an expert sees about `N * K / E` rows) then pay no fork-join each, the threads share
+//! the groups' tiles largest first, and the op is one node on the tape instead of one per group.
+//! A GEMM gives the same bits on any thread count and however it is tiled, so each group's rows
+//! equal a `linear` of them alone.
+//!
+//! [`Kernels::sgemm_many`]: crate::kernels::Kernels::sgemm_many
 
 use super::rows_cols;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
-use crate::kernels::{MatMut, MatRef};
+use crate::kernels::{GemmJob, MatMut, MatRef};
 use crate::tensor::Result;
-use rayon::prelude::*;
 
 impl Graph {
     /// Rows `x[o_g .. o_g + groups[g]]` times `ws[g]^T`, group by group, with `o_g` the sum of
@@ -55,16 +57,16 @@ impl Graph {
         let (mut rest, mut r0) = (y.as_mut_slice(), 0);
         for (&wv, &m) in wvs.iter().zip(groups) {
             let (yg, tail) = rest.split_at_mut(m * out);
-            jobs.push((yg, &xv[r0 * inp..][..m * inp], wv, m));
+            jobs.push(GemmJob {
+                alpha: 1.0,
+                a: MatRef::new(&xv[r0 * inp..], m, inp, inp),
+                b: MatRef::new(wv, out, inp, inp).t(),
+                beta: 0.0,
+                c: MatMut::new(yg, m, out, out),
+            });
             (rest, r0) = (tail, r0 + m);
         }
-        jobs.into_par_iter()
-            .with_max_len(1)
-            .try_for_each(|(yg, xg, wv, m)| {
-                let xm = MatRef::new(xg, m, inp, inp);
-                let wm = MatRef::new(wv, out, inp, inp).t();
-                kern.sgemm_serial(1.0, xm, wm, 0.0, MatMut::new(yg, m, out, out))
-            })?;
+        kern.sgemm_many(&mut jobs)?;
         let op = Op::LinearGrouped {
             x,
             ws: ws.to_vec(),
@@ -74,9 +76,9 @@ impl Graph {
     }
 }
 
-/// Per group `g` (rows `o..o + m`): `dx[o..] += dy[o..] W_g`, `dW_g += dy[o..]^T x[o..]`, the
-/// groups in parallel. Weights that share a gradient (one weight in two groups) are added in
-/// turn, group by group.
+/// Per group `g` (rows `o..o + m`): `dx[o..] += dy[o..] W_g`, then `dW_g += dy[o..]^T x[o..]`,
+/// each of the two over all groups in one parallel region. Weights that share a gradient (one
+/// weight in two groups) are added in turn, group by group.
 pub(crate) fn linear_grouped_backward(
     c: &mut Ctx,
     x: Var,
@@ -102,40 +104,59 @@ pub(crate) fn linear_grouped_backward(
         let mut rest = gx;
         for (g, &m) in groups.iter().enumerate() {
             let (gg, tail) = rest.split_at_mut(m * inp);
-            jobs.push((gg, g, m));
+            jobs.push(GemmJob {
+                alpha: 1.0,
+                a: MatRef::new(&dy[offsets[g] * out..], m, out, out),
+                b: MatRef::new(wvs[g], out, inp, inp),
+                beta,
+                c: MatMut::new(gg, m, inp, inp),
+            });
             rest = tail;
         }
-        jobs.into_par_iter()
-            .with_max_len(1)
-            .try_for_each(|(gg, g, m)| {
-                let dym = MatRef::new(&dy[offsets[g] * out..], m, out, out);
-                let wm = MatRef::new(wvs[g], out, inp, inp);
-                kern.sgemm_serial(1.0, dym, wm, beta, MatMut::new(gg, m, inp, inp))
-            })?;
+        kern.sgemm_many(&mut jobs)?;
     }
-    // `serial` when the groups run side by side; the same bits either way.
-    let dw = |g: usize, gw: &mut [f32], serial: bool| {
-        let m = groups[g];
-        let dym = MatRef::new(&dy[offsets[g] * out..], m, out, out);
-        let xm = MatRef::new(&xv[offsets[g] * inp..], m, inp, inp);
-        let gm = MatMut::new(gw, out, inp, inp);
-        if serial {
-            kern.sgemm_serial(1.0, dym.t(), xm, 1.0, gm)
-        } else {
-            kern.sgemm(1.0, dym.t(), xm, 1.0, gm)
+    // `dW_g += dy_g^T x_g`.
+    fn dw<'a>(
+        dy: &'a [f32],
+        x: &'a [f32],
+        [m, out, inp]: [usize; 3],
+        gw: &'a mut [f32],
+    ) -> GemmJob<'a> {
+        GemmJob {
+            alpha: 1.0,
+            a: MatRef::new(dy, m, out, out).t(),
+            b: MatRef::new(x, m, inp, inp),
+            beta: 1.0,
+            c: MatMut::new(gw, out, inp, inp),
         }
+    }
+    let rows_of = |g: usize| {
+        let (o, m) = (offsets[g], groups[g]);
+        (
+            &dy[o * out..(o + m) * out],
+            &xv[o * inp..(o + m) * inp],
+            [m, out, inp],
+        )
     };
     match c.g.slots_disjoint(ws) {
-        Some(slots) => slots
-            .into_par_iter()
-            .enumerate()
-            .with_max_len(1)
-            .try_for_each(|(g, s)| s.map_or(Ok(()), |gw| dw(g, gw, true)))?,
+        Some(slots) => {
+            let mut jobs: Vec<GemmJob> = slots
+                .into_iter()
+                .enumerate()
+                .filter_map(|(g, s)| {
+                    let (dyg, xg, dims) = rows_of(g);
+                    s.map(|gw| dw(dyg, xg, dims, gw))
+                })
+                .collect();
+            kern.sgemm_many(&mut jobs)?;
+        }
         None => {
             for (g, &w) in ws.iter().enumerate() {
                 // A weight shared by groups: one group after another, each on every thread.
                 if let Some(gw) = c.g.slot(w) {
-                    dw(g, gw, false)?;
+                    let (dyg, xg, dims) = rows_of(g);
+                    let j = dw(dyg, xg, dims, gw);
+                    kern.sgemm(j.alpha, j.a, j.b, j.beta, j.c)?;
                 }
             }
         }
