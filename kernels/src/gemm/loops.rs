@@ -272,7 +272,7 @@ fn split(m: usize, n: usize, k: usize, threads: usize, mr: usize, nr: usize) -> 
 }
 
 /// Cuts `len` into `parts` ranges whose starts are multiples of `unit`.
-fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
+pub(super) fn ranges(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
     let units = len.div_ceil(unit);
     (0..parts)
         .map(|t| {

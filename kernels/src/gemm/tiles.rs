@@ -8,7 +8,7 @@
 //! of [`super::Kernels::sgemm`].
 
 use super::kernel::MicroKernel;
-use super::loops::{PAR_MIN_FMAS, Problem, direct_a, gemm, serial};
+use super::loops::{PAR_MIN_FMAS, Problem, direct_a, gemm, ranges, serial};
 use super::skinny::SKINNY_M;
 use crate::Isa;
 use rayon::prelude::*;
@@ -65,8 +65,9 @@ unsafe fn run_on<K: MicroKernel>(isa: Isa, ps: &[Problem]) {
     let next = AtomicUsize::new(0);
     (0..threads.min(tasks.len())).into_par_iter().for_each(|_| {
         while let Some(t) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
-            // SAFETY: each task is a whole problem or a disjoint tile of one (the caller's
-            // problems do not overlap); `whole` ones take `gemm`'s own checks.
+            // Each task is a whole problem or a disjoint tile of one, and the caller's problems do
+            // not overlap; whole ones go through `gemm`'s own dispatch.
+            // SAFETY: the tasks' outputs are disjoint parts of the caller's checked problems.
             unsafe {
                 if t.whole {
                     gemm(isa, &t.p, false)
@@ -96,23 +97,18 @@ fn cut<K: MicroKernel>(ps: &[Problem], target: usize) -> Vec<Task> {
         }
         let by_cols = direct_a::<K>(p) || p.m <= p.n;
         let (len, unit) = if by_cols { (p.n, K::NR) } else { (p.m, K::MR) };
-        let units = len.div_ceil(unit);
-        let parts = w.div_ceil(target.max(1)).clamp(1, units);
-        for t in 0..parts {
-            let lo = (units * t / parts * unit).min(len);
-            let hi = (units * (t + 1) / parts * unit).min(len);
-            if hi > lo {
-                let tile = if by_cols {
-                    p.sub(0, p.m, lo, hi - lo)
-                } else {
-                    p.sub(lo, hi - lo, 0, p.n)
-                };
-                tasks.push(Task {
-                    work: work(&tile),
-                    p: tile,
-                    whole: false,
-                });
-            }
+        let parts = w.div_ceil(target.max(1)).clamp(1, len.div_ceil(unit));
+        for (lo, l) in ranges(len, parts, unit) {
+            let tile = if by_cols {
+                p.sub(0, p.m, lo, l)
+            } else {
+                p.sub(lo, l, 0, p.n)
+            };
+            tasks.push(Task {
+                work: work(&tile),
+                p: tile,
+                whole: false,
+            });
         }
     }
     tasks
