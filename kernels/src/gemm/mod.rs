@@ -215,7 +215,8 @@ impl Kernels {
     }
 
     /// As [`Kernels::sgemm`] (the same bits), without splitting the product between threads:
-    /// for callers that run independent GEMMs in parallel themselves (a mixture's experts).
+    /// for callers that run independent GEMMs in parallel themselves ([`Kernels::sgemm_many`] does
+    /// that for a set of them, in tiles).
     ///
     /// # Errors
     /// As [`Kernels::sgemm`].

@@ -155,8 +155,7 @@ pub(crate) fn linear_grouped_backward(
                 // A weight shared by groups: one group after another, each on every thread.
                 if let Some(gw) = c.g.slot(w) {
                     let (dyg, xg, dims) = rows_of(g);
-                    let j = dw(dyg, xg, dims, gw);
-                    kern.sgemm(j.alpha, j.a, j.b, j.beta, j.c)?;
+                    kern.sgemm_many(&mut [dw(dyg, xg, dims, gw)])?;
                 }
             }
         }
