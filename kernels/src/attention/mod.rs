@@ -21,6 +21,13 @@
 //! with `D_i = rowsum(dO_i * O_i)`: `dV += P^T dO`, `dS = P * (dO V^T - D)`,
 //! `dQ += scale dS K`, `dK += scale dS^T Q`, all ADDED into the gradient slices.
 //!
+//! Causal blocks that the diagonal crosses run their products in bands of rows that skip the
+//! masked triangle (`tile::Causal`): scores past a row's last visible key are not computed, and
+//! sums stop (or start) where P and dS are zero. The skipped terms are exact zeros, so the
+//! results are the same bits. Measured on 2 threads, six layers of the tiny GPT's attention
+//! (B 8, T 128, 6 heads of 64), alternated with the full blocks: forward 9.0-9.1 ms to
+//! 7.4-7.8 ms, backward 19.6-21.2 ms to 16.6-17.7 ms.
+//!
 //! `packed.rs` holds the encoder inference path's variant: packed sentences, q, k, v read from
 //! the fused projection ([`Kernels::attention_packed_fwd`]).
 //!
@@ -38,7 +45,7 @@ use crate::error::check_len;
 use crate::par::SendPtr;
 use crate::{Isa, KernelError, Kernels, Result};
 use rayon::prelude::*;
-use tile::Mm;
+use tile::{Causal, Mm};
 
 /// Query rows per block.
 const BQ: usize = 64;
@@ -343,21 +350,44 @@ fn transpose_head(a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f32]) {
 }
 
 /// Rows `i0..i0 + bq` and the key block `j0..j0 + bk`: sets the scores of invisible keys to
-/// `-inf`.
-fn mask_block(a: &Attn, b: usize, i0: usize, j0: usize, s: &mut [f32], bq: usize, bk: usize) {
-    for r in 0..bq {
+/// `-inf` (written, not read: a causal product may have left them unwritten) and returns through
+/// `ends` each row's visible end in the block (every key from it on is invisible).
+#[allow(clippy::too_many_arguments)]
+fn mask_block(
+    a: &Attn,
+    b: usize,
+    i0: usize,
+    j0: usize,
+    s: &mut [f32],
+    bq: usize,
+    bk: usize,
+    ends: &mut [usize],
+) {
+    for (r, end) in ends.iter_mut().enumerate().take(bq) {
         let vis = a.range(i0 + r);
-        if a.key_mask.is_none() && vis.start <= j0 && j0 + bk <= vis.end {
-            continue; // the whole block is visible to this row
-        }
+        let lo = vis.start.saturating_sub(j0).min(bk);
+        let hi = vis.end.saturating_sub(j0).clamp(lo, bk);
         let row = &mut s[r * BK..][..bk];
-        for (c, x) in row.iter_mut().enumerate() {
-            let j = j0 + c;
-            if !vis.contains(&j) || !a.real(b, j) {
-                *x = f32::NEG_INFINITY;
+        row[..lo].fill(f32::NEG_INFINITY);
+        row[hi..].fill(f32::NEG_INFINITY);
+        if a.key_mask.is_some() {
+            for (c, x) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                if !a.real(b, j0 + c) {
+                    *x = f32::NEG_INFINITY;
+                }
             }
         }
+        *end = hi;
     }
+}
+
+/// The causal shape of the block of `bk` keys from `j0` for queries from `i0` (see [`Causal`]):
+/// the shift of its diagonal, or `None` when every query of the block sees every key (or the
+/// attention is not causal).
+fn diagonal(a: &Attn, i0: usize, j0: usize, bk: usize) -> Option<isize> {
+    let AttnDims { tq, tk, .. } = a.dims;
+    let shift = (tk - tq + i0) as isize - j0 as isize;
+    (a.spec.causal && shift + 1 < bk as isize).then_some(shift)
 }
 
 /// The key blocks `(j0, bk)` that rows `i0..i1` may see.
@@ -391,6 +421,7 @@ unsafe fn fwd_head(
         transpose_head(a, a.k, b, g, &mut s.kt);
     }
     let (qs, kvs) = (hq * d, hkv * d);
+    let mut ends = [0; BQ];
     for i0 in (0..tq).step_by(BQ) {
         let bq = BQ.min(tq - i0);
         s.acc[..bq * d].fill(0.0);
@@ -398,18 +429,24 @@ unsafe fn fwd_head(
         s.l[..bq].fill(0.0);
         let q0 = ((b * tq + i0) * hq + h) * d;
         for (j0, bk) in key_blocks(a, i0, i0 + bq) {
+            let shift = diagonal(a, i0, j0, bk);
             // S = scale * Q K^T over the block.
             if one_row {
                 let k0 = ((b * tk + j0) * hkv + g) * d;
                 let q = &a.q[q0..q0 + d];
                 crate::gemm::gemv_dot(isa, a.spec.scale, q, &a.k[k0..], kvs, &mut s.s[..bk]);
             } else {
-                let mm = Mm::new(bq, bk, d).a(&a.q[q0..], qs, 1).b(&s.kt[j0..], tk);
+                let mm = Mm::new(bq, bk, d)
+                    .a(&a.q[q0..], qs, 1)
+                    .b(&s.kt[j0..], tk)
+                    .causal(shift.map(Causal::Cols));
                 mm.run(isa, a.spec.scale, &mut s.s, BK, false);
             }
-            mask_block(a, b, i0, j0, &mut s.s, bq, bk);
-            for r in 0..bq {
-                let row = &mut s.s[r * BK..][..bk];
+            mask_block(a, b, i0, j0, &mut s.s, bq, bk, &mut ends);
+            for (r, &end) in ends.iter().enumerate().take(bq) {
+                // Keys past the row's visible end are -inf: their exp is 0, written directly.
+                let (row, past) = s.s[r * BK..][..bk].split_at_mut(end);
+                past.fill(0.0);
                 let m_new = s.m[r].max(tile::row_max(isa, row));
                 if m_new == f32::NEG_INFINITY {
                     row.fill(0.0);
@@ -425,7 +462,10 @@ unsafe fn fwd_head(
             }
             // acc += P V over the block.
             let v0 = ((b * tk + j0) * hkv + g) * d;
-            let mm = Mm::new(bq, d, bk).a(&s.s, BK, 1).b(&a.v[v0..], kvs);
+            let mm = Mm::new(bq, d, bk)
+                .a(&s.s, BK, 1)
+                .b(&a.v[v0..], kvs)
+                .causal(shift.map(Causal::KUpTo));
             mm.run(isa, 1.0, &mut s.acc, d, true);
         }
         for r in 0..bq {
@@ -469,6 +509,7 @@ unsafe fn bwd_group(
     transpose_head(a, a.v, b, g, &mut s.vt);
     let (qs, kvs, scale) = (hq * d, hkv * d, a.spec.scale);
     let kv0 = (b * tk * hkv + g) * d;
+    let mut ends = [0; BQ];
     for h in g * a.dims.group()..(g + 1) * a.dims.group() {
         for i0 in (0..tq).step_by(BQ) {
             let bq = BQ.min(tq - i0);
@@ -481,11 +522,17 @@ unsafe fn bwd_group(
                 s.m[r] = o.iter().zip(go).map(|(x, y)| x * y).sum();
             }
             for (j0, bk) in key_blocks(a, i0, i0 + bq) {
-                let mm = Mm::new(bq, bk, d).a(&a.q[q0..], qs, 1).b(&s.kt[j0..], tk);
+                let shift = diagonal(a, i0, j0, bk);
+                let mm = Mm::new(bq, bk, d)
+                    .a(&a.q[q0..], qs, 1)
+                    .b(&s.kt[j0..], tk)
+                    .causal(shift.map(Causal::Cols));
                 mm.run(isa, scale, &mut s.s, BK, false);
-                mask_block(a, b, i0, j0, &mut s.s, bq, bk);
-                for r in 0..bq {
-                    let row = &mut s.s[r * BK..][..bk];
+                mask_block(a, b, i0, j0, &mut s.s, bq, bk, &mut ends);
+                for (r, &end) in ends.iter().enumerate().take(bq) {
+                    // Keys past the row's visible end get P = 0, written directly.
+                    let (row, past) = s.s[r * BK..][..bk].split_at_mut(end);
+                    past.fill(0.0);
                     let m = sv.lse[l0 + r];
                     if m == f32::NEG_INFINITY {
                         row.fill(0.0);
@@ -493,16 +540,20 @@ unsafe fn bwd_group(
                         tile::exp_sub(isa, row, m);
                     }
                 }
-                // dP = dO V^T, then dS = P * (dP - D) in place.
+                // dP = dO V^T, then dS = P * (dP - D) in place; dS is 0 where P is (past a row's
+                // visible end dP may be unwritten).
                 let mm = Mm::new(bq, bk, d)
                     .a(&sv.dout[q0..], qs, 1)
-                    .b(&s.vt[j0..], tk);
+                    .b(&s.vt[j0..], tk)
+                    .causal(shift.map(Causal::Cols));
                 mm.run(isa, 1.0, &mut s.ds, BK, false);
-                for r in 0..bq {
+                for (r, &end) in ends.iter().enumerate().take(bq) {
                     let (pr, dr) = (&s.s[r * BK..][..bk], &mut s.ds[r * BK..][..bk]);
+                    let (dr, past) = dr.split_at_mut(end);
                     dr.iter_mut()
                         .zip(pr)
                         .for_each(|(x, &pv)| *x = pv * (*x - s.m[r]));
+                    past.fill(0.0);
                 }
                 let krow = kv0 + j0 * kvs;
                 // SAFETY: the rows written lie inside the checked gradient slices and belong to this task (see the function's contract).
@@ -512,16 +563,19 @@ unsafe fn bwd_group(
                     Mm::new(bk, d, bq)
                         .a(&s.s, 1, BK)
                         .b(&sv.dout[q0..], qs)
+                        .causal(shift.map(Causal::KFrom))
                         .run_ptr(isa, 1.0, dv, kvs, true);
                     let dk = p.dk.ptr().add(krow);
                     Mm::new(bk, d, bq)
                         .a(&s.ds, 1, BK)
                         .b(&a.q[q0..], qs)
+                        .causal(shift.map(Causal::KFrom))
                         .run_ptr(isa, scale, dk, kvs, true);
                     let dq = p.dq.ptr().add(q0);
                     Mm::new(bq, d, bk)
                         .a(&s.ds, BK, 1)
                         .b(&a.k[krow..], kvs)
+                        .causal(shift.map(Causal::KUpTo))
                         .run_ptr(isa, scale, dq, qs, true);
                 }
             }

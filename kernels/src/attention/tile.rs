@@ -13,6 +13,26 @@ use crate::Isa;
 /// below 2e-38 absolute on probabilities whose row sums to at least 1.
 const EXP_FLUSH: f32 = -87.0;
 
+/// Rows of C per band of a [`Causal`] product: a multiple of every tier's tile height (6 and 4),
+/// small enough that the band's rectangle wastes little of the triangle it covers.
+const BAND: usize = 12;
+
+/// The causal shape of a block product: query row `i` of the block sees key `j` of the block
+/// iff `j <= i + shift` (`shift` = the position of the block's first query minus that of its
+/// first key). Bands of [`BAND`] rows of C then skip what the mask makes unused or zero.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Causal {
+    /// C's rows are queries and its columns keys (`S = Q K^T`, `dP = dO V^T`): each band
+    /// computes only the columns one of its rows sees; the others are left UNWRITTEN.
+    Cols(isize),
+    /// C's rows are queries and k runs over keys (`O += P V`, `dQ += dS K`): A is zero past
+    /// each row's last visible key, so each band stops its sum there.
+    KUpTo(isize),
+    /// C's rows are keys and k runs over queries (`dV += P^T dO`, `dK += dS^T Q`): A is zero
+    /// before the first query that sees the row's key, so each band starts its sum there.
+    KFrom(isize),
+}
+
 /// One product `C (m x n) = alpha * A (m x k) * B (k x n)`, plus `C` when accumulating.
 /// `A[i, p] = a[i * rsa + p * csa]`, `B[p, j] = b[p * rsb + j]`.
 #[derive(Clone, Copy)]
@@ -25,6 +45,7 @@ pub(super) struct Mm<'a> {
     csa: usize,
     b: &'a [f32],
     rsb: usize,
+    causal: Option<Causal>,
 }
 
 impl<'a> Mm<'a> {
@@ -38,7 +59,13 @@ impl<'a> Mm<'a> {
             csa: 0,
             b: &[],
             rsb: 0,
+            causal: None,
         }
+    }
+
+    /// The product restricted to the causal triangle `c` (see [`Causal`]), if any.
+    pub(super) fn causal(self, causal: Option<Causal>) -> Self {
+        Self { causal, ..self }
     }
 
     pub(super) fn a(self, a: &'a [f32], rsa: usize, csa: usize) -> Self {
@@ -99,20 +126,64 @@ impl<'a> Mm<'a> {
             ldc,
             acc,
         };
+        let Some(causal) = self.causal else {
+            // SAFETY: `check` and the caller's contract bound every access.
+            return unsafe { p.run(isa) };
+        };
+        for r0 in (0..p.m).step_by(BAND) {
+            let r1 = (r0 + BAND).min(p.m);
+            // The last visible column (or k) of the band's last row, and the first query that
+            // sees the band's first key.
+            let upto = |shift: isize| (r1 as isize + shift).clamp(0, isize::MAX) as usize;
+            let (n, k0, k1) = match causal {
+                Causal::Cols(shift) => (upto(shift).min(p.n), 0, p.k),
+                Causal::KUpTo(shift) => (p.n, 0, upto(shift).min(p.k)),
+                Causal::KFrom(shift) => (
+                    p.n,
+                    (r0 as isize - shift).clamp(0, p.k as isize) as usize,
+                    p.k,
+                ),
+            };
+            if n == 0 {
+                continue;
+            }
+            let band = Raw {
+                m: r1 - r0,
+                n,
+                k: k1.saturating_sub(k0),
+                a: p.a.wrapping_add(r0 * p.rsa + k0 * p.csa),
+                b: p.b.wrapping_add(k0 * p.rsb),
+                c: p.c.wrapping_add(r0 * p.ldc),
+                ..p
+            };
+            // SAFETY: the band's rows, columns and k range lie inside the checked product.
+            unsafe { band.run(isa) };
+        }
+    }
+}
+
+impl Raw {
+    /// The product on `isa`'s tile loop (an empty k writes `alpha * 0`, or leaves C when
+    /// accumulating).
+    ///
+    /// # Safety
+    /// As [`Mm::run_ptr`], for this product's pointers.
+    unsafe fn run(&self, isa: Isa) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a `Kernels` holds a tier only when the CPU supports it; `check` and the caller's contract bound every access.
-            Isa::Avx512 => unsafe { avx512::mm(&p) },
+            // SAFETY: a `Kernels` holds a tier only when the CPU supports it; the caller bounds every access.
+            Isa::Avx512 => unsafe { avx512::mm(self) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Isa::Avx2 => unsafe { avx2::mm(&p) },
+            Isa::Avx2 => unsafe { avx2::mm(self) },
             // SAFETY: as above.
-            _ => unsafe { scalar::mm(&p) },
+            _ => unsafe { scalar::mm(self) },
         }
     }
 }
 
 /// A checked product as raw parts.
+#[derive(Clone, Copy)]
 struct Raw {
     m: usize,
     n: usize,
