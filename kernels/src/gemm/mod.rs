@@ -16,7 +16,7 @@ mod avx2;
 mod avx512;
 mod kernel;
 mod loops;
-mod pack;
+pub(crate) mod pack;
 mod packed;
 mod scalar;
 mod skinny;

@@ -84,19 +84,39 @@ pub(crate) unsafe fn pack_a(
 /// Eight rows of `kc` values (`src + i * rs`, `i < 8`) written column by column:
 /// `dst[q * ds + i] = src[i * rs + q]`. 8 x 8 tiles are transposed in registers (the classic
 /// unpack / shuffle / lane-permute sequence), then the `kc % 8` tail column by column. Packs a full
-/// 8-row panel of row-major A (`ds = 8`) and 8 columns of a transposed B (`ds = NR`).
+/// 8-row panel of row-major A (`ds = 8`) and 8 columns of a transposed B (`ds = NR`), and
+/// transposes an attention head's keys (`ds = T`).
+///
+/// The callers walk down the rows 8 at a time, so it prefetches the 8 rows that the call after
+/// next reads (rows 16..24): the rows are short streams (a k block, or a head) that the hardware
+/// prefetchers barely learn. Measured on 2 threads, 16 expert GEMMs of m x 384 x 1536 against
+/// transposed weights, alternated in one process without the prefetch: 1.035x (m 256) and
+/// 1.085x (m 64); one group ahead instead of two gave 0.5-0.8% less.
 ///
 /// # Safety
 /// The CPU has AVX; rows `src + i * rs` for `i < 8` each hold `kc` readable values; `dst` holds
 /// `(kc - 1) * ds + 8` values when `kc > 0`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8_avx(a: *const f32, rs: usize, kc: usize, out: &mut [f32], ds: usize) {
+pub(crate) unsafe fn transpose8_avx(
+    a: *const f32,
+    rs: usize,
+    kc: usize,
+    out: &mut [f32],
+    ds: usize,
+) {
     use std::arch::x86_64::*;
     debug_assert!(kc == 0 || out.len() >= (kc - 1) * ds + 8);
     let o = out.as_mut_ptr();
+    // Prefetches never fault: past the last row they are only wasted.
+    let ahead = a.wrapping_add(16 * rs);
     let mut p = 0;
     while p + 8 <= kc {
+        if p % 16 == 0 {
+            for i in 0..8 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(i * rs + p).cast());
+            }
+        }
         // SAFETY: columns p..p + 8 of each of the 8 rows are readable, and out[(p + j) * ds..][..8] for j < 8 is writable (p + 8 <= kc; the function's contract).
         unsafe {
             let r = |i: usize| _mm256_loadu_ps(a.add(i * rs + p));
