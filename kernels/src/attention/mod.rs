@@ -23,10 +23,11 @@
 //!
 //! Causal blocks that the diagonal crosses run their products in bands of rows that skip the
 //! masked triangle (`tile::Causal`): scores past a row's last visible key are not computed, and
-//! sums stop (or start) where P and dS are zero. The skipped terms are exact zeros, so the
-//! results are the same bits. Measured on 2 threads, six layers of the tiny GPT's attention
-//! (B 8, T 128, 6 heads of 64), alternated with the full blocks: forward 9.0-9.1 ms to
-//! 7.4-7.8 ms, backward 19.6-21.2 ms to 16.6-17.7 ms.
+//! sums stop (or start) where P and dS are zero. The skipped terms are exact zeros, so for finite
+//! inputs the results are the same bits. Measured on 2 threads, six layers of the tiny GPT's
+//! attention (B 8, T 128, 6 heads of 64), alternated with the full blocks: forward 9.0-9.1 ms to
+//! 7.4-7.8 ms, backward 19.6-21.2 ms to 16.6-17.7 ms. Transposing K and V 8 keys at a time in
+//! registers, and `D_i` in eight partial sums, then took them to 6.6-7.0 ms and 13.9-15.2 ms.
 //!
 //! `packed.rs` holds the encoder inference path's variant: packed sentences, q, k, v read from
 //! the fused projection ([`Kernels::attention_packed_fwd`]).
@@ -338,11 +339,25 @@ fn with_scratch<R>(d: AttnDims, f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Copies the rows (b, ., g, .) of `x: (B, Tk, Hkv, D)` into `xt: (D, Tk)`.
-fn transpose_head(a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f32]) {
+/// Copies the rows (b, ., g, .) of `x: (B, Tk, Hkv, D)` into `xt: (D, Tk)`: 8 keys at a time
+/// in registers on the vector tiers (the GEMM's 8 x 8 transpose), the rest value by value.
+/// (Value by value, every store went to another line of `xt`, which at T 128 fills L1: the
+/// copies took a fifth of the backward.)
+fn transpose_head(isa: Isa, a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f32]) {
     let AttnDims { tk, hkv, d, .. } = a.dims;
-    for j in 0..tk {
-        let row = &x[((b * tk + j) * hkv + g) * d..][..d];
+    let (rs, row0) = (hkv * d, (b * tk * hkv + g) * d);
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if d > 0 && matches!(isa, Isa::Avx512 | Isa::Avx2) {
+        while j + 8 <= tk {
+            let rows = &x[row0 + j * rs..][..7 * rs + d];
+            // SAFETY: both tiers imply AVX; the 8 rows of d values lie in `rows`, and xt[j..] holds (d - 1) * tk + 8 values since j + 8 <= tk.
+            unsafe { crate::gemm::pack::transpose8_avx(rows.as_ptr(), rs, d, &mut xt[j..], tk) };
+            j += 8;
+        }
+    }
+    for j in j..tk {
+        let row = &x[row0 + j * rs..][..d];
         for (c, &v) in row.iter().enumerate() {
             xt[c * tk + j] = v;
         }
@@ -418,7 +433,7 @@ unsafe fn fwd_head(
     // so the head's keys are not transposed (that copy cost more than the product itself).
     let one_row = tq == 1;
     if !one_row {
-        transpose_head(a, a.k, b, g, &mut s.kt);
+        transpose_head(isa, a, a.k, b, g, &mut s.kt);
     }
     let (qs, kvs) = (hq * d, hkv * d);
     let mut ends = [0; BQ];
@@ -505,8 +520,8 @@ unsafe fn bwd_group(
     let AttnDims {
         tq, tk, hq, hkv, d, ..
     } = a.dims;
-    transpose_head(a, a.k, b, g, &mut s.kt);
-    transpose_head(a, a.v, b, g, &mut s.vt);
+    transpose_head(isa, a, a.k, b, g, &mut s.kt);
+    transpose_head(isa, a, a.v, b, g, &mut s.vt);
     let (qs, kvs, scale) = (hq * d, hkv * d, a.spec.scale);
     let kv0 = (b * tk * hkv + g) * d;
     let mut ends = [0; BQ];
@@ -519,7 +534,7 @@ unsafe fn bwd_group(
             for r in 0..bq {
                 let o = &sv.out[q0 + r * qs..][..d];
                 let go = &sv.dout[q0 + r * qs..][..d];
-                s.m[r] = o.iter().zip(go).map(|(x, y)| x * y).sum();
+                s.m[r] = crate::simd::sum8(d, |c| o[c] * go[c]);
             }
             for (j0, bk) in key_blocks(a, i0, i0 + bq) {
                 let shift = diagonal(a, i0, j0, bk);
