@@ -64,11 +64,15 @@ fn cache_sizes() -> (usize, usize) {
 fn detect_caches() -> (usize, usize) {
     use std::arch::x86_64::__cpuid_count;
     let (mut l1, mut l2) = (32 << 10, 1 << 20);
-    // CPUID leaf 4 (deterministic cache parameters); Intel and recent AMD both report it.
+    // The deterministic cache parameters: Intel's leaf 4, or AMD's leaf 0x8000001D in the same
+    // format (an AMD EPYC 9004 returns nothing from leaf 4).
     let max_leaf = __cpuid_count(0, 0).eax;
-    if max_leaf >= 4 {
+    let max_ext = __cpuid_count(0x8000_0000, 0).eax;
+    let leaves = [(4, max_leaf >= 4), (0x8000_001D, max_ext >= 0x8000_001D)];
+    for (leaf, _) in leaves.into_iter().filter(|&(_, has)| has) {
+        let mut found = false;
         for sub in 0..16 {
-            let r = __cpuid_count(4, sub);
+            let r = __cpuid_count(leaf, sub);
             let kind = r.eax & 0x1f;
             if kind == 0 {
                 break;
@@ -84,6 +88,10 @@ fn detect_caches() -> (usize, usize) {
                 (2, 3) => l2 = size, // level 2 unified cache
                 _ => {}
             }
+            found = true;
+        }
+        if found {
+            break;
         }
     }
     (l1.clamp(16 << 10, 1 << 20), l2.clamp(128 << 10, 64 << 20))
