@@ -111,6 +111,29 @@ proptest! {
             check(kind, &x, &dy, &dx0)?;
         }
     }
+
+    /// The overwriting backward gives what the adding one gives onto zeros (the same values:
+    /// `0 + x` differs from `x` only in the sign of a zero), never reads its output (NaN
+    /// there would spread) and writes nothing past `n`.
+    #[test]
+    fn bwd_overwrite_equals_adding_onto_zeros(x in data(), seed in any::<u64>()) {
+        let n = x.len();
+        let dy = noise(seed, n);
+        for kind in KINDS {
+            for k in tiers() {
+                let mut added = vec![0.0; n];
+                k.gelu_bwd(kind, &x, &dy, &mut added, n).unwrap();
+                let mut written = vec![f32::NAN; n + 3];
+                written[n..].fill(7.0);
+                k.gelu_bwd_overwrite(kind, &x, &dy, &mut written, n).unwrap();
+                prop_assert!(written[n..].iter().all(|&v| v == 7.0), "stray write");
+                for i in 0..n {
+                    prop_assert!(written[i] == added[i],
+                        "{:?} {kind:?} x={}: wrote {} added {}", k.isa(), x[i], written[i], added[i]);
+                }
+            }
+        }
+    }
 }
 
 #[test]

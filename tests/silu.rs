@@ -90,6 +90,31 @@ proptest! {
             }
         }
     }
+
+    /// The overwriting backward gives what the adding one gives onto zeros (the same values:
+    /// `0 + x` differs from `x` only in the sign of a zero), never reads its outputs (NaN
+    /// there would spread) and writes nothing past `n`.
+    #[test]
+    fn swiglu_bwd_overwrite_equals_adding_onto_zeros(gu in data(), seed in any::<u64>()) {
+        let n = gu.len() / 2;
+        let (g, u) = gu.split_at(n);
+        let dy = noise(seed, n);
+        for k in tiers() {
+            let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+            k.swiglu_bwd(g, &u[..n], &dy, &mut dg, &mut du, n).unwrap();
+            let mut wg = vec![f32::NAN; n + 3];
+            let mut wu = vec![f32::NAN; n + 3];
+            wg[n..].fill(7.0);
+            wu[n..].fill(7.0);
+            k.swiglu_bwd_overwrite(g, &u[..n], &dy, &mut wg, &mut wu, n).unwrap();
+            prop_assert!(wg[n..].iter().chain(&wu[n..]).all(|&v| v == 7.0), "stray write");
+            for i in 0..n {
+                prop_assert!(wg[i] == dg[i] && wu[i] == du[i],
+                    "{:?} g={} u={}: wrote ({}, {}) added ({}, {})",
+                    k.isa(), g[i], u[i], wg[i], wu[i], dg[i], du[i]);
+            }
+        }
+    }
 }
 
 #[test]

@@ -174,18 +174,51 @@ impl Kernels {
         dx: &mut [f32],
         n: usize,
     ) -> Result<()> {
-        check_len("gelu_bwd", "x", x.len(), n)?;
-        check_len("gelu_bwd", "dy", dy.len(), n)?;
-        check_len("gelu_bwd", "dx", dx.len(), n)?;
+        self.gelu_bwd_to(kind, x, dy, dx, n, true)
+    }
+
+    /// [`Kernels::gelu_bwd`] writing `dx` instead of adding into it: for a gradient buffer that
+    /// holds nothing yet, which then needs no zeroing pass and is never read.
+    ///
+    /// # Errors
+    /// As [`Kernels::gelu_bwd`].
+    pub fn gelu_bwd_overwrite(
+        &self,
+        kind: Gelu,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        n: usize,
+    ) -> Result<()> {
+        self.gelu_bwd_to(kind, x, dy, dx, n, false)
+    }
+
+    fn gelu_bwd_to(
+        &self,
+        kind: Gelu,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        n: usize,
+        acc: bool,
+    ) -> Result<()> {
+        let op = if acc {
+            "gelu_bwd"
+        } else {
+            "gelu_bwd_overwrite"
+        };
+        check_len(op, "x", x.len(), n)?;
+        check_len(op, "dy", dy.len(), n)?;
+        check_len(op, "dx", dx.len(), n)?;
         let isa = self.isa();
         elementwise(n, [x, dy], [dx], |[x, dy], [dx]| match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
-            Isa::Avx512 => unsafe { avx512::bwd(kind, x, dy, dx) },
+            Isa::Avx512 => unsafe { avx512::bwd(kind, x, dy, dx, acc) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Isa::Avx2 => unsafe { avx2::bwd(kind, x, dy, dx) },
-            _ => scalar::bwd(kind, x, dy, dx),
+            Isa::Avx2 => unsafe { avx2::bwd(kind, x, dy, dx, acc) },
+            _ => scalar::bwd(kind, x, dy, dx, acc),
         });
         Ok(())
     }
@@ -223,8 +256,8 @@ mod scalar {
         map([x], [y], false, |[x]| [value(kind, x)]);
     }
 
-    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        map([x, dy], [dx], true, |[x, g]| [g * grad(kind, x)]);
+    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32], acc: bool) {
+        map([x, dy], [dx], acc, |[x, g]| [g * grad(kind, x)]);
     }
 
     pub(super) fn fwd_bias(kind: Gelu, x: &[f32], b: &[f32], y: &mut [f32]) {
@@ -291,8 +324,8 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        map([x, dy], [dx], true, |[x, g]| {
+    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32], acc: bool) {
+        map([x, dy], [dx], acc, |[x, g]| {
             [_mm256_mul_ps(g, grad(kind, x))]
         });
     }
@@ -357,8 +390,8 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        map([x, dy], [dx], true, |[x, g]| {
+    pub(super) fn bwd(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32], acc: bool) {
+        map([x, dy], [dx], acc, |[x, g]| {
             [_mm512_mul_ps(g, grad(kind, x))]
         });
     }

@@ -119,15 +119,55 @@ impl Kernels {
         dup: &mut [f32],
         n: usize,
     ) -> Result<()> {
-        let op = "swiglu_bwd";
+        self.swiglu_bwd_to(gate, up, dy, [dgate, dup], n, true)
+    }
+
+    /// [`Kernels::swiglu_bwd`] writing `dgate` and `dup` instead of adding into them: for
+    /// gradient buffers that hold nothing yet, which then need no zeroing pass and are never
+    /// read (a mixture's expert backward: five streams of `n` values become three).
+    ///
+    /// # Errors
+    /// As [`Kernels::swiglu_bwd`].
+    pub fn swiglu_bwd_overwrite(
+        &self,
+        gate: &[f32],
+        up: &[f32],
+        dy: &[f32],
+        dgate: &mut [f32],
+        dup: &mut [f32],
+        n: usize,
+    ) -> Result<()> {
+        self.swiglu_bwd_to(gate, up, dy, [dgate, dup], n, false)
+    }
+
+    fn swiglu_bwd_to(
+        &self,
+        gate: &[f32],
+        up: &[f32],
+        dy: &[f32],
+        [dgate, dup]: [&mut [f32]; 2],
+        n: usize,
+        acc: bool,
+    ) -> Result<()> {
+        let op = if acc {
+            "swiglu_bwd"
+        } else {
+            "swiglu_bwd_overwrite"
+        };
         check_len(op, "gate", gate.len(), n)?;
         check_len(op, "up", up.len(), n)?;
         check_len(op, "dy", dy.len(), n)?;
         check_len(op, "dgate", dgate.len(), n)?;
         check_len(op, "dup", dup.len(), n)?;
         let isa = self.isa();
-        elementwise(n, [gate, up, dy], [dgate, dup], |i, o| {
-            dispatch!(isa, swiglu_bwd, i, o)
+        elementwise(n, [gate, up, dy], [dgate, dup], |i, o| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
+            Isa::Avx512 => unsafe { avx512::swiglu_bwd(i, o, acc) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { avx2::swiglu_bwd(i, o, acc) },
+            _ => scalar::swiglu_bwd(i, o, acc),
         });
         Ok(())
     }
@@ -156,8 +196,8 @@ mod scalar {
         map([g, u], [y], false, |[g, u]| [both(g).0 * u]);
     }
 
-    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2]) {
-        map([g, u, dy], [dg, du], true, |[g, u, d]| {
+    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2], acc: bool) {
+        map([g, u, dy], [dg, du], acc, |[g, u, d]| {
             let (v, dv) = both(g);
             [d * u * dv, d * v]
         });
@@ -204,8 +244,8 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2]) {
-        map([g, u, dy], [dg, du], true, |[g, u, d]| {
+    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2], acc: bool) {
+        map([g, u, dy], [dg, du], acc, |[g, u, d]| {
             let (v, dv) = both(g);
             [_mm256_mul_ps(_mm256_mul_ps(d, u), dv), _mm256_mul_ps(d, v)]
         });
@@ -252,8 +292,8 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2]) {
-        map([g, u, dy], [dg, du], true, |[g, u, d]| {
+    pub(super) fn swiglu_bwd([g, u, dy]: [&[f32]; 3], [dg, du]: [&mut [f32]; 2], acc: bool) {
+        map([g, u, dy], [dg, du], acc, |[g, u, d]| {
             let (v, dv) = both(g);
             [_mm512_mul_ps(_mm512_mul_ps(d, u), dv), _mm512_mul_ps(d, v)]
         });

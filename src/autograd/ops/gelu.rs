@@ -20,11 +20,15 @@ impl Graph {
     }
 }
 
-/// `dx += dy * gelu'(x)`.
+/// `dx += dy * gelu'(x)`; written instead when `x` has no gradient yet (no zeroing pass).
 pub(crate) fn backward(c: &mut Ctx, x: Var, kind: Gelu, dy: &[f32]) -> Result<()> {
-    if let Some(g) = c.g.slot(x) {
+    if let Some((g, fresh)) = c.g.slot_or_fresh(x) {
         let n = g.len();
-        c.k.gelu_bwd(kind, c.v.get(x), dy, g, n)?;
+        if fresh {
+            c.k.gelu_bwd_overwrite(kind, c.v.get(x), dy, g, n)?;
+        } else {
+            c.k.gelu_bwd(kind, c.v.get(x), dy, g, n)?;
+        }
     }
     Ok(())
 }

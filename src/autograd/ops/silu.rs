@@ -44,17 +44,23 @@ pub(crate) fn silu_backward(c: &mut Ctx, x: Var, dy: &[f32]) -> Result<()> {
 }
 
 /// `dgate += dy * up * silu'(gate)`, `dup += dy * silu(gate)`. The kernel writes both at once;
-/// `dup` goes through zeroed scratch so that `gate` and `up` may be the same value.
+/// `dup` goes through a buffer of its own so that `gate` and `up` may be the same value.
 pub(crate) fn swiglu_backward(c: &mut Ctx, gate: Var, up: Var, dy: &[f32]) -> Result<()> {
     let n = dy.len();
+    // `up`'s part goes to a buffer of its own, then to its gradient (taken over when `up` has
+    // none yet). When `gate` has no gradient yet either (the usual case: gate and up are fresh
+    // products), both are written, with no zeroing pass and no read of zeros.
     let mut dup = c.g.scratch(n);
-    dup.fill(0.0);
     let (gv, uv) = (c.v.get(gate), c.v.get(up));
-    match c.g.slot(gate) {
-        Some(dg) => c.k.swiglu_bwd(gv, uv, dy, dg, &mut dup, n)?,
+    match c.g.slot_or_fresh(gate) {
+        Some((dg, true)) => c.k.swiglu_bwd_overwrite(gv, uv, dy, dg, &mut dup, n)?,
+        Some((dg, false)) => {
+            dup.fill(0.0);
+            c.k.swiglu_bwd(gv, uv, dy, dg, &mut dup, n)?;
+        }
         None => {
             let mut dg = c.g.scratch(n);
-            c.k.swiglu_bwd(gv, uv, dy, &mut dg, &mut dup, n)?;
+            c.k.swiglu_bwd_overwrite(gv, uv, dy, &mut dg, &mut dup, n)?;
             c.g.give(dg);
         }
     }
