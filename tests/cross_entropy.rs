@@ -94,6 +94,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The overwriting backward gives what the adding one gives onto zeros (ignored rows and
+    /// an all-ignored batch included), never reads its output (NaN there would spread) and
+    /// writes nothing past `rows x v`.
+    #[test]
+    fn bwd_overwrite_equals_adding_onto_zeros(c in case(30.0), ignore_all in any::<bool>()) {
+        let (rows, v) = (c.rows, c.v);
+        let mut c = c;
+        if ignore_all {
+            c.targets.fill(IGNORE_INDEX);
+        }
+        for k in tiers() {
+            let (_, added) = run(k, &c, &vec![0.0; rows * v], 0.75);
+            let mut lse = vec![0.0; rows];
+            k.cross_entropy_fwd(&c.logits, &c.targets, &mut lse, rows, v, IGNORE_INDEX).unwrap();
+            let mut written = vec![f32::NAN; rows * v + 3];
+            written[rows * v..].fill(7.0);
+            k.cross_entropy_bwd_overwrite(
+                &c.logits, &c.targets, &lse, 0.75, &mut written, rows, v, IGNORE_INDEX,
+            )
+            .unwrap();
+            prop_assert!(written[rows * v..].iter().all(|&x| x == 7.0), "stray write");
+            for (i, (w, a)) in written.iter().zip(&added).enumerate() {
+                prop_assert!(w == a, "{:?} ({rows}, {v}) at {i}: wrote {w} added {a}", k.isa());
+            }
+        }
+    }
+}
+
 #[test]
 fn bwd_matches_finite_differences() {
     let (rows, v) = (3, 37);

@@ -7,6 +7,7 @@
 //!
 //! Backward: `dlogits += (softmax(x) - onehot(t)) * dloss / count` on counted rows; ignored rows
 //! get nothing added. It reuses the per-row `lse` the forward wrote, so it reads the logits once.
+//! [`Kernels::cross_entropy_bwd_overwrite`] writes instead (ignored rows get zeros).
 //!
 //! Targets are `u32` token ids (what the tokenizer produces); `ignore_index` is any `u32`, commonly
 //! [`IGNORE_INDEX`]. Logits are expected finite: a NaN or an infinity in a row makes its loss NaN.
@@ -138,27 +139,84 @@ impl Kernels {
         v: usize,
         ignore_index: u32,
     ) -> Result<()> {
-        let op = "cross_entropy_bwd";
+        let rv = [rows, v];
+        self.cross_entropy_bwd_to(logits, targets, lse, dloss, dlogits, rv, ignore_index, true)
+    }
+
+    /// [`Kernels::cross_entropy_bwd`] writing `dlogits` instead of adding into it (ignored rows,
+    /// and every row when none is counted, get zeros): for a gradient buffer that holds nothing
+    /// yet, which then needs no zeroing pass and is never read.
+    ///
+    /// # Errors
+    /// As [`Kernels::cross_entropy_fwd`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_bwd_overwrite(
+        &self,
+        logits: &[f32],
+        targets: &[u32],
+        lse: &[f32],
+        dloss: f32,
+        dlogits: &mut [f32],
+        rows: usize,
+        v: usize,
+        ignore_index: u32,
+    ) -> Result<()> {
+        let rv = [rows, v];
+        self.cross_entropy_bwd_to(
+            logits,
+            targets,
+            lse,
+            dloss,
+            dlogits,
+            rv,
+            ignore_index,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_bwd_to(
+        &self,
+        logits: &[f32],
+        targets: &[u32],
+        lse: &[f32],
+        dloss: f32,
+        dlogits: &mut [f32],
+        [rows, v]: [usize; 2],
+        ignore_index: u32,
+        acc: bool,
+    ) -> Result<()> {
+        let op = if acc {
+            "cross_entropy_bwd"
+        } else {
+            "cross_entropy_bwd_overwrite"
+        };
         let count = check(op, logits.len(), targets, rows, v, ignore_index)?;
         check_len(op, "lse", lse.len(), rows)?;
         check_len(op, "dlogits", dlogits.len(), rows * v)?;
         if count == 0 {
+            if !acc {
+                dlogits[..rows * v].fill(0.0);
+            }
             return Ok(());
         }
         let scale = dloss / count as f32;
         let (isa, dp) = (self.isa(), SendPtr::new(&mut dlogits[..rows * v]));
         for_ranges(rows, 12 * v, |rr| {
             for r in rr {
-                let t = targets[r];
-                if t == ignore_index {
-                    continue;
-                }
                 // SAFETY: row r lies inside dlogits[..rows * v]; each row goes to one call.
                 let d = unsafe { dp.slice(r * v..(r + 1) * v) };
+                let t = targets[r];
+                if t == ignore_index {
+                    if !acc {
+                        d.fill(0.0);
+                    }
+                    continue;
+                }
                 let x = &logits[r * v..][..v];
                 let t = t as usize;
-                let old = d[t];
-                add_scaled_exp(isa, x, lse[r], scale, d);
+                let old = if acc { d[t] } else { 0.0 };
+                scaled_exp(isa, x, lse[r], scale, d, acc);
                 // The target's entry as (p - 1) * scale, not p * scale - scale (one rounding less).
                 d[t] = old + ((x[t] - lse[r]).exp() - 1.0) * scale;
             }
@@ -180,17 +238,18 @@ fn max_sum_exp(isa: Isa, x: &[f32]) -> (f32, f32) {
 }
 
 /// d: (v,) += exp(x - shift) * scale.
-fn add_scaled_exp(isa: Isa, x: &[f32], shift: f32, scale: f32, d: &mut [f32]) {
+/// `d = exp(x - shift) * scale`, or `d +=` it when `acc`.
+fn scaled_exp(isa: Isa, x: &[f32], shift: f32, scale: f32, d: &mut [f32], acc: bool) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Kernels` holds a tier only when the CPU supports it.
-        Isa::Avx512 => unsafe { avx512::add_scaled_exp(x, shift, scale, d) },
+        Isa::Avx512 => unsafe { avx512::scaled_exp(x, shift, scale, d, acc) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { avx2::add_scaled_exp(x, shift, scale, d) },
+        Isa::Avx2 => unsafe { avx2::scaled_exp(x, shift, scale, d, acc) },
         _ => {
             use crate::math::scalar::{exp, map};
-            map([x], [d], true, |[x]| [exp(x - shift) * scale]);
+            map([x], [d], acc, |[x]| [exp(x - shift) * scale]);
         }
     }
 }
@@ -201,9 +260,9 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn add_scaled_exp(x: &[f32], shift: f32, scale: f32, d: &mut [f32]) {
+    pub(super) fn scaled_exp(x: &[f32], shift: f32, scale: f32, d: &mut [f32], acc: bool) {
         let (vs, vk) = (_mm256_set1_ps(shift), _mm256_set1_ps(scale));
-        map([x], [d], true, |[x]| {
+        map([x], [d], acc, |[x]| {
             [_mm256_mul_ps(exp(_mm256_sub_ps(x, vs)), vk)]
         });
     }
@@ -215,9 +274,9 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn add_scaled_exp(x: &[f32], shift: f32, scale: f32, d: &mut [f32]) {
+    pub(super) fn scaled_exp(x: &[f32], shift: f32, scale: f32, d: &mut [f32], acc: bool) {
         let (vs, vk) = (_mm512_set1_ps(shift), _mm512_set1_ps(scale));
-        map([x], [d], true, |[x]| {
+        map([x], [d], acc, |[x]| {
             [_mm512_mul_ps(exp(_mm512_sub_ps(x, vs)), vk)]
         });
     }

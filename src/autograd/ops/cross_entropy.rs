@@ -61,12 +61,18 @@ impl Graph {
     }
 }
 
-/// `dlogits += (softmax - onehot) * dloss / count` on counted rows.
+/// `dlogits += (softmax - onehot) * dloss / count` on counted rows; written instead when the
+/// logits have no gradient yet (no zeroing pass over `rows x vocab`).
 pub(crate) fn backward(c: &mut Ctx, s: &Saved, dy: &[f32]) -> Result<()> {
     let (rows, v) = rows_cols("cross_entropy", c.v.shape(s.logits))?;
-    if let Some(g) = c.g.slot(s.logits) {
+    if let Some((g, fresh)) = c.g.slot_or_fresh(s.logits) {
         let lv = c.v.get(s.logits);
-        c.k.cross_entropy_bwd(lv, &s.targets, &s.lse, dy[0], g, rows, v, s.ignore_index)?;
+        let (t, lse, ig) = (&s.targets, &s.lse, s.ignore_index);
+        if fresh {
+            c.k.cross_entropy_bwd_overwrite(lv, t, lse, dy[0], g, rows, v, ig)?;
+        } else {
+            c.k.cross_entropy_bwd(lv, t, lse, dy[0], g, rows, v, ig)?;
+        }
     }
     Ok(())
 }
