@@ -232,6 +232,11 @@ impl Grads<'_> {
         self.pool.take(len)
     }
 
+    /// A zeroed scratch buffer from the pool (zeroed on every thread when large).
+    pub(crate) fn scratch_zeroed(&mut self, len: usize) -> Vec<f32> {
+        self.pool.take_zeroed(len)
+    }
+
     /// Returns a scratch buffer.
     pub(crate) fn give(&mut self, v: Vec<f32>) {
         self.pool.give(v)

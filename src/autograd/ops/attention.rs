@@ -145,11 +145,7 @@ impl Graph {
 /// its gradient (no copy) or added into the one it has (q, k and v may be the same value).
 pub(crate) fn backward(c: &mut Ctx, s: &Saved, out: Var, dy: &[f32]) -> Result<()> {
     let (nq, nkv) = (c.v.get(s.q).len(), c.v.get(s.k).len());
-    let mut g = [nq, nkv, nkv].map(|n| {
-        let mut b = c.g.scratch(n);
-        b.fill(0.0);
-        b
-    });
+    let mut g = [nq, nkv, nkv].map(|n| c.g.scratch_zeroed(n));
     let [dq, dk, dv] = &mut g;
     let grads = AttnGrads { dq, dk, dv };
     c.k.attention_bwd(&s.attn(c), c.v.get(out), &s.lse, dy, grads)?;
