@@ -10,6 +10,7 @@ use super::{add_into, rows_cols};
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::tensor::Result;
+use rayon::prelude::*;
 
 impl Graph {
     /// Rows `x[rows[i]]`. `// x: (N, ...) -> (R, ...)` with `R = rows.len()`
@@ -348,9 +349,12 @@ pub(crate) fn index_add_scaled_backward(
     let (_, row) = lead_rows("index_add_scaled", c.v.shape(first))?;
     let row = row.max(1);
     let wv = c.v.get(w);
+    // Rows in parallel (each row of a part's gradient is written by one task); the weights'
+    // dot products too, added afterwards in slot order: the bits of the serial loops.
+    let par = super::split_pass(slots.iter().map(Vec::len).sum::<usize>() * row);
     for (&p, s) in parts.iter().zip(slots) {
         if let Some((g, fresh)) = c.g.slot_or_fresh(p) {
-            for (gr, &slot) in g.chunks_exact_mut(row).zip(s) {
+            let one = |(gr, &slot): (&mut [f32], &u32)| {
                 let d = &dy[slot as usize / k * row..][..row];
                 let sc = wv[slot as usize];
                 if fresh {
@@ -359,19 +363,33 @@ pub(crate) fn index_add_scaled_backward(
                 } else {
                     gr.iter_mut().zip(d).for_each(|(g, d)| *g += sc * d);
                 }
+            };
+            if par {
+                g.par_chunks_exact_mut(row).zip(s).for_each(one);
+            } else {
+                g.chunks_exact_mut(row).zip(s).for_each(one);
             }
         }
     }
     if let Some(g) = c.g.slot(w) {
         for (&p, s) in parts.iter().zip(slots) {
-            for (xr, &slot) in c.v.get(p).chunks_exact(row).zip(s) {
+            let xv = c.v.get(p);
+            let dot = |(xr, &slot): (&[f32], &u32)| -> f32 {
                 let d = &dy[slot as usize / k * row..][..row];
                 let dot: f64 = d
                     .iter()
                     .zip(xr)
                     .map(|(a, b)| f64::from(*a) * f64::from(*b))
                     .sum();
-                g[slot as usize] += dot as f32;
+                dot as f32
+            };
+            let dots: Vec<f32> = if par {
+                xv.par_chunks_exact(row).zip(s).map(dot).collect()
+            } else {
+                xv.chunks_exact(row).zip(s).map(dot).collect()
+            };
+            for (&slot, d) in s.iter().zip(dots) {
+                g[slot as usize] += d;
             }
         }
     }
