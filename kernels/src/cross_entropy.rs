@@ -237,8 +237,7 @@ fn max_sum_exp(isa: Isa, x: &[f32]) -> (f32, f32) {
     }
 }
 
-/// d: (v,) += exp(x - shift) * scale.
-/// `d = exp(x - shift) * scale`, or `d +=` it when `acc`.
+/// `d = exp(x - shift) * scale`, or `d +=` it when `acc` (`d: (v,)`).
 fn scaled_exp(isa: Isa, x: &[f32], shift: f32, scale: f32, d: &mut [f32], acc: bool) {
     match isa {
         #[cfg(target_arch = "x86_64")]

@@ -343,6 +343,7 @@ fn with_scratch<R>(d: AttnDims, f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// in registers on the vector tiers (the GEMM's 8 x 8 transpose), the rest value by value.
 /// (Value by value, every store went to another line of `xt`, which at T 128 fills L1: the
 /// copies took a fifth of the backward.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut, unused_variables))]
 fn transpose_head(isa: Isa, a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f32]) {
     let AttnDims { tk, hkv, d, .. } = a.dims;
     let (rs, row0) = (hkv * d, (b * tk * hkv + g) * d);
@@ -364,9 +365,10 @@ fn transpose_head(isa: Isa, a: &Attn, x: &[f32], b: usize, g: usize, xt: &mut [f
     }
 }
 
-/// Rows `i0..i0 + bq` and the key block `j0..j0 + bk`: sets the scores of invisible keys to
-/// `-inf` (written, not read: a causal product may have left them unwritten) and returns through
-/// `ends` each row's visible end in the block (every key from it on is invisible).
+/// Rows `i0..i0 + bq` and the key block `j0..j0 + bk`: returns through `ends` each row's visible
+/// end in the block (every key from it on is invisible, and may be unwritten by a causal product:
+/// the caller writes its probability, 0, there) and sets the scores of the other invisible keys
+/// to `-inf` (written, not read).
 #[allow(clippy::too_many_arguments)]
 fn mask_block(
     a: &Attn,
@@ -384,7 +386,6 @@ fn mask_block(
         let hi = vis.end.saturating_sub(j0).clamp(lo, bk);
         let row = &mut s[r * BK..][..bk];
         row[..lo].fill(f32::NEG_INFINITY);
-        row[hi..].fill(f32::NEG_INFINITY);
         if a.key_mask.is_some() {
             for (c, x) in row.iter_mut().enumerate().take(hi).skip(lo) {
                 if !a.real(b, j0 + c) {
@@ -459,7 +460,7 @@ unsafe fn fwd_head(
             }
             mask_block(a, b, i0, j0, &mut s.s, bq, bk, &mut ends);
             for (r, &end) in ends.iter().enumerate().take(bq) {
-                // Keys past the row's visible end are -inf: their exp is 0, written directly.
+                // Keys past the row's visible end: their probability is 0, written directly.
                 let (row, past) = s.s[r * BK..][..bk].split_at_mut(end);
                 past.fill(0.0);
                 let m_new = s.m[r].max(tile::row_max(isa, row));
