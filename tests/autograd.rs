@@ -94,6 +94,65 @@ fn param_used_twice_sums_and_grads_accumulate_across_steps() {
     assert_eq!(g.param_grad(p).unwrap().unwrap(), &[0.0, 0.0]);
 }
 
+/// `zero_grads` only marks the gradients zero: they read as zeros, the next backward writes
+/// them (the weight-gradient GEMMs with `beta = 0`, the embedding and norms onto zeroed
+/// buffers), and the one after adds into them again, as onto a graph's first zeros.
+#[test]
+fn zeroed_gradients_read_as_zero_and_the_next_backward_overwrites_them() {
+    let (v, c, ff, t) = (512, 16, 24, 8);
+    let ids: Vec<u32> = (0..2 * t as u32).map(|i| (i * 37 + 5) % v as u32).collect();
+    let x = tensor(&[10, 16], 7);
+    let graph = || {
+        let mut g = Graph::new().unwrap();
+        let ps: Vec<ParamId> = lm_params(&mut g, v, c, ff)
+            .into_iter()
+            .chain(mlp_params(&mut g, 16, 12))
+            .collect();
+        (g, ps)
+    };
+    let grads = |g: &Graph, ps: &[ParamId]| -> Vec<Vec<f32>> {
+        ps.iter()
+            .map(|&p| g.param_grad(p).unwrap().unwrap().to_vec())
+            .collect()
+    };
+    let run = |g: &mut Graph, ps: &[ParamId]| {
+        lm_step(g, &ps[..6], &ids, t);
+        mlp_step(g, &ps[6..], &x);
+    };
+    let (mut g, ps) = graph();
+    run(&mut g, &ps);
+    let once = grads(&g, &ps);
+    assert!(once.iter().all(|gr| gr.iter().any(|&x| x != 0.0)));
+    run(&mut g, &ps);
+    let twice = grads(&g, &ps);
+    assert_ne!(twice, once);
+
+    let (mut g, ps) = graph();
+    for _ in 0..3 {
+        run(&mut g, &ps);
+        g.zero_grads();
+        assert!(grads(&g, &ps).iter().flatten().all(|&x| x == 0.0));
+    }
+    run(&mut g, &ps);
+    assert_eq!(
+        grads(&g, &ps),
+        once,
+        "a backward after zero_grads adds to stale values"
+    );
+    run(&mut g, &ps);
+    assert_eq!(
+        grads(&g, &ps),
+        twice,
+        "the second backward overwrites instead of adding"
+    );
+    // A zeroed gradient handed out for editing is zeroed first.
+    g.zero_grad(ps[6]).unwrap();
+    let w1 = g.param_grad_mut(ps[6]).unwrap().unwrap();
+    assert!(w1.iter().all(|&x| x == 0.0));
+    w1[0] = 1.0;
+    assert_eq!(g.param_grad(ps[6]).unwrap().unwrap()[0], 1.0);
+}
+
 #[test]
 fn param_gradient_equals_input_gradient() {
     // The same graph with w as a parameter and as a trainable input: identical bits.

@@ -114,12 +114,27 @@ impl Vals<'_> {
 }
 
 /// Gradient slots during backward: node gradients, allocated on first use from the pool, and
-/// parameter gradients, which persist.
+/// parameter gradients, which persist (`param_zero[p]`: parameter `p`'s buffer holds stale
+/// values standing for a zero gradient, see [`Graph::zero_grads`]).
 pub(crate) struct Grads<'a> {
     nodes: &'a [Node],
     node: &'a mut [Option<Vec<f32>>],
     params: &'a mut [Vec<f32>],
+    param_zero: &'a mut [bool],
     pool: &'a mut Pool,
+}
+
+/// A gradient buffer and whether it is fresh (see [`Grads::slot_or_fresh`]).
+pub(crate) type FreshSlot<'a> = (&'a mut [f32], bool);
+
+/// Zeroes `g`, on every thread when large.
+fn zero_fill(g: &mut [f32]) {
+    if ops::split_pass(g.len()) {
+        use rayon::prelude::*;
+        g.par_chunks_mut(ops::PAR_CHUNK).for_each(|c| c.fill(0.0));
+    } else {
+        g.fill(0.0);
+    }
 }
 
 impl Grads<'_> {
@@ -130,7 +145,12 @@ impl Grads<'_> {
             return None;
         }
         match n.value {
-            Value::Param(p) => Some(&mut self.params[p]),
+            Value::Param(p) => {
+                if std::mem::take(&mut self.param_zero[p]) {
+                    zero_fill(&mut self.params[p]);
+                }
+                Some(&mut self.params[p])
+            }
             Value::Owned(ref x) => {
                 let len = x.len();
                 let g = &mut self.node[v.idx as usize];
@@ -140,9 +160,10 @@ impl Grads<'_> {
     }
 
     /// The gradient buffers of `vars` at once, for a backward rule that fills them in
-    /// parallel (`None` for a var no gradient flows to); `None` overall when two of them share
-    /// a buffer (the same node, or the same parameter), which the caller then fills in turn.
-    pub(crate) fn slots_disjoint(&mut self, vars: &[Var]) -> Option<Vec<Option<&mut [f32]>>> {
+    /// parallel (`None` for a var no gradient flows to), each with whether it is fresh (as
+    /// [`Self::slot_or_fresh`]: to be overwritten in full); `None` overall when two of them
+    /// share a buffer (the same node, or the same parameter), which the caller then fills in turn.
+    pub(crate) fn slots_disjoint(&mut self, vars: &[Var]) -> Option<Vec<Option<FreshSlot<'_>>>> {
         let key = |v: &Var| match self.nodes[v.idx as usize].value {
             Value::Param(p) => (true, p),
             Value::Owned(_) => (false, v.idx as usize),
@@ -151,37 +172,43 @@ impl Grads<'_> {
         if (1..keys.len()).any(|i| keys[..i].contains(&keys[i])) {
             return None;
         }
-        for &v in vars {
-            // Allocates the node slots; the buffers are handed out below, all at once.
-            let _ = self.slot(v);
-        }
-        let mut out: Vec<Option<&mut [f32]>> = vars.iter().map(|_| None).collect();
+        // Allocates the node slots and notes which are fresh; the buffers are handed out below,
+        // all at once.
+        let fresh: Vec<bool> = vars
+            .iter()
+            .map(|&v| self.slot_or_fresh(v).is_some_and(|(_, fresh)| fresh))
+            .collect();
+        let mut out: Vec<Option<FreshSlot>> = vars.iter().map(|_| None).collect();
         let wants = |param: bool, i: usize| keys.iter().position(|&k| k == (param, i));
         for (i, g) in self.params.iter_mut().enumerate() {
             if let Some(pos) =
                 wants(true, i).filter(|&p| self.nodes[vars[p].idx as usize].needs_grad)
             {
-                out[pos] = Some(g.as_mut_slice());
+                out[pos] = Some((g.as_mut_slice(), fresh[pos]));
             }
         }
         for (i, g) in self.node.iter_mut().enumerate() {
             if let (Some(pos), Some(g)) = (wants(false, i), g.as_deref_mut()) {
-                out[pos] = Some(g);
+                out[pos] = Some((g, fresh[pos]));
             }
         }
         Some(out)
     }
 
     /// The gradient buffer of `v` and whether it is fresh: `(buf, true)` when `v` had no
-    /// gradient yet, and `buf` holds stale values that the caller must overwrite in full (a GEMM
-    /// with `beta = 0`), saving the zeroing pass; `(buf, false)` to add into, as [`Self::slot`].
+    /// gradient yet (a node's first, or a parameter's since its gradient was last zeroed), and
+    /// `buf` holds stale values that the caller must overwrite in full (a GEMM with `beta = 0`),
+    /// saving the zeroing pass; `(buf, false)` to add into, as [`Self::slot`].
     pub(crate) fn slot_or_fresh(&mut self, v: Var) -> Option<(&mut [f32], bool)> {
         let n = &self.nodes[v.idx as usize];
         if !n.needs_grad {
             return None;
         }
         match n.value {
-            Value::Param(p) => Some((&mut self.params[p], false)),
+            Value::Param(p) => {
+                let fresh = std::mem::take(&mut self.param_zero[p]);
+                Some((&mut self.params[p], fresh))
+            }
             Value::Owned(ref x) => {
                 let len = x.len();
                 let g = &mut self.node[v.idx as usize];
@@ -221,8 +248,12 @@ impl Grads<'_> {
             self.node[v.idx as usize] = Some(buf);
             return;
         }
-        if let Some(g) = self.slot(v) {
-            ops::add_into(g, &buf);
+        if let Some((g, fresh)) = self.slot_or_fresh(v) {
+            if fresh {
+                g.copy_from_slice(&buf);
+            } else {
+                ops::add_into(g, &buf);
+            }
         }
         self.pool.give(buf);
     }
@@ -272,6 +303,12 @@ pub struct Graph {
     recorded: usize,
     params: Vec<Param>,
     param_grads: Vec<Vec<f32>>,
+    /// Per parameter: its gradient buffer holds stale values standing for zeros (see
+    /// [`Graph::zero_grads`]).
+    grad_zero: Vec<bool>,
+    /// Zeros as long as the longest gradient: what a zero gradient reads as. Allocated zeroed,
+    /// and only ever read, so its pages stay the kernel's shared zero page.
+    zeros: Vec<f32>,
     /// Packed int8 weights of quantized Linears (`ops::qlinear`).
     qweights: Vec<crate::kernels::qgemm::QWeights>,
     pool: Pool,
@@ -297,6 +334,8 @@ impl Graph {
             recorded: 0,
             params: Vec::new(),
             param_grads: Vec::new(),
+            grad_zero: Vec::new(),
+            zeros: Vec::new(),
             qweights: Vec::new(),
             pool: Pool::default(),
         }
@@ -361,6 +400,8 @@ impl Graph {
         });
         let len = if requires_grad { value.numel() } else { 0 };
         self.param_grads.push(vec![0.0; len]);
+        self.grad_zero.push(false);
+        self.grow_zeros(len);
         ParamId(self.params.len() - 1)
     }
 
@@ -374,7 +415,33 @@ impl Graph {
         self.check_no_tape("set_requires_grad")?;
         self.params[p.0].requires_grad = on;
         self.param_grads[p.0] = vec![0.0; if on { n } else { 0 }];
+        self.grad_zero[p.0] = false;
+        self.grow_zeros(n);
         Ok(())
+    }
+
+    fn grow_zeros(&mut self, len: usize) {
+        if self.zeros.len() < len {
+            self.zeros = vec![0.0; len];
+        }
+    }
+
+    /// Parameter `p`'s gradient, writable: a zero gradient's buffer is zeroed first.
+    fn grad_buf(&mut self, p: ParamId) -> &mut [f32] {
+        if std::mem::take(&mut self.grad_zero[p.0]) {
+            zero_fill(&mut self.param_grads[p.0]);
+        }
+        &mut self.param_grads[p.0]
+    }
+
+    /// Parameter `p`'s gradient, read-only (a zero gradient reads from `zeros`).
+    fn grad_ref(&self, p: ParamId) -> &[f32] {
+        let g = &self.param_grads[p.0];
+        if self.grad_zero[p.0] {
+            &self.zeros[..g.len()]
+        } else {
+            g
+        }
     }
 
     /// Puts a parameter on the tape (no copy).
@@ -425,7 +492,7 @@ impl Graph {
     /// [`Error::Shape`] for an unknown id.
     pub fn param_grad(&self, p: ParamId) -> Result<Option<&[f32]>> {
         let pr = self.param_ref(p)?;
-        Ok(pr.requires_grad.then(|| self.param_grads[p.0].as_slice()))
+        Ok(pr.requires_grad.then(|| self.grad_ref(p)))
     }
 
     /// The value to update and the gradient, for an optimizer step.
@@ -436,7 +503,13 @@ impl Graph {
     pub fn param_update(&mut self, p: ParamId) -> Result<(&mut [f32], &[f32])> {
         self.param_ref(p)?;
         self.check_no_tape("param_update")?;
-        Ok((self.params[p.0].value_mut(), &self.param_grads[p.0]))
+        let g = &self.param_grads[p.0];
+        let grad = if self.grad_zero[p.0] {
+            &self.zeros[..g.len()]
+        } else {
+            g
+        };
+        Ok((self.params[p.0].value_mut(), grad))
     }
 
     /// The value to update and the gradient, both writable: for an optimizer that zeroes the
@@ -447,6 +520,7 @@ impl Graph {
     pub fn param_and_grad_mut(&mut self, p: ParamId) -> Result<(&mut [f32], &mut [f32])> {
         self.param_ref(p)?;
         self.check_no_tape("param_and_grad_mut")?;
+        self.grad_buf(p);
         Ok((self.params[p.0].value_mut(), &mut self.param_grads[p.0]))
     }
 
@@ -457,12 +531,25 @@ impl Graph {
     /// [`Error::Shape`] for an unknown id.
     pub fn param_grad_mut(&mut self, p: ParamId) -> Result<Option<&mut [f32]>> {
         let rg = self.param_ref(p)?.requires_grad;
-        Ok(rg.then(|| self.param_grads[p.0].as_mut_slice()))
+        Ok(rg.then(|| self.grad_buf(p)))
     }
 
-    /// Zeroes every parameter gradient.
+    /// Zeroes every parameter gradient, lazily: each buffer is only marked zero, and the next
+    /// backward writes it instead of adding into it (a weight's gradient GEMM then runs with
+    /// `beta = 0`, reading nothing of it), or zeroes it first when an op can only add.
+    /// Reading a zero gradient gives zeros.
     pub fn zero_grads(&mut self) {
-        self.param_grads.iter_mut().for_each(|g| g.fill(0.0));
+        self.grad_zero.iter_mut().for_each(|z| *z = true);
+    }
+
+    /// Zeroes one parameter's gradient, lazily (as [`Graph::zero_grads`]).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an unknown id.
+    pub fn zero_grad(&mut self, p: ParamId) -> Result<()> {
+        self.param_ref(p)?;
+        self.grad_zero[p.0] = true;
+        Ok(())
     }
 
     fn check_no_tape(&self, op: &'static str) -> Result<()> {
@@ -715,6 +802,7 @@ impl Graph {
                 nodes: &self.nodes,
                 node: &mut node_grads,
                 params: &mut self.param_grads,
+                param_zero: &mut self.grad_zero,
                 pool: &mut self.pool,
             };
             let out_var = Var {

@@ -163,15 +163,14 @@ impl AdamW {
     }
 
     /// One step at `lr_factor` times each group's learning rate, from the accumulated
-    /// gradients; then zeroes them (every parameter's, as [`Graph::zero_grads`]). A stepped
-    /// parameter's gradient is zeroed in the same pass as its update.
+    /// gradients; then zeroes them (every parameter's, with [`Graph::zero_grads`]: lazily, so the
+    /// next backward writes each gradient instead of adding into zeros).
     ///
     /// # Errors
     /// When a tape is still recorded on `graph` (call backward or clear first).
     pub fn step(&mut self, graph: &mut Graph, lr_factor: f64) -> Result<()> {
         self.step += 1;
         let k = graph.kernels();
-        let mut zeroed = vec![false; graph.param_ids().count()];
         for (group, state) in &mut self.groups {
             let h = Hyper {
                 lr: group.lr * lr_factor,
@@ -181,18 +180,11 @@ impl AdamW {
                 weight_decay: group.weight_decay,
             };
             for s in state {
-                let (param, grad) = graph.param_and_grad_mut(s.param)?;
-                k.adamw_zero_grad(param, grad, &mut s.m, &mut s.v, &h, self.step)?;
-                if let Some(z) = zeroed.get_mut(s.param.index()) {
-                    *z = true;
-                }
+                let (param, grad) = graph.param_update(s.param)?;
+                k.adamw(param, grad, &mut s.m, &mut s.v, &h, self.step)?;
             }
         }
-        for p in graph.param_ids().filter(|p| !zeroed[p.index()]) {
-            if let Some(g) = graph.param_grad_mut(p)? {
-                g.fill(0.0);
-            }
-        }
+        graph.zero_grads();
         Ok(())
     }
 }

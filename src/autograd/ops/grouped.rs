@@ -115,18 +115,18 @@ pub(crate) fn linear_grouped_backward(
         }
         kern.sgemm_many(&mut jobs)?;
     }
-    // `dW_g += dy_g^T x_g`.
+    // `dW_g += dy_g^T x_g`, or `dW_g = dy_g^T x_g` into a fresh slot (no read of the old one).
     fn dw<'a>(
         dy: &'a [f32],
         x: &'a [f32],
         [m, out, inp]: [usize; 3],
-        gw: &'a mut [f32],
+        (gw, fresh): (&'a mut [f32], bool),
     ) -> GemmJob<'a> {
         GemmJob {
             alpha: 1.0,
             a: MatRef::new(dy, m, out, out).t(),
             b: MatRef::new(x, m, inp, inp),
-            beta: 1.0,
+            beta: if fresh { 0.0 } else { 1.0 },
             c: MatMut::new(gw, out, inp, inp),
         }
     }
@@ -153,9 +153,9 @@ pub(crate) fn linear_grouped_backward(
         None => {
             for (g, &w) in ws.iter().enumerate() {
                 // A weight shared by groups: one group after another, each on every thread.
-                if let Some(gw) = c.g.slot(w) {
+                if let Some(slot) = c.g.slot_or_fresh(w) {
                     let (dyg, xg, dims) = rows_of(g);
-                    kern.sgemm_many(&mut [dw(dyg, xg, dims, gw)])?;
+                    kern.sgemm_many(&mut [dw(dyg, xg, dims, slot)])?;
                 }
             }
         }

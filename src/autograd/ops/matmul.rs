@@ -230,16 +230,16 @@ pub(crate) fn matmul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result
         let beta = if fresh { 0.0 } else { 1.0 };
         gemm(c.k, d.batch, dym, sy, bt, sb, beta, gm, sa)?;
     }
-    if d.b_batched {
-        if let Some(gb) = c.g.slot(b) {
-            let at = MatRef::new(c.v.get(a), d.m, d.k, d.k).t();
-            let gm = MatMut::new(gb, d.k, d.n, d.n);
-            gemm(c.k, d.batch, at, sa, dym, sy, 1.0, gm, sb)?;
-        }
-    } else if let Some(gb) = c.g.slot(b) {
-        // Shared b: the batch was flattened into m, so this is one GEMM over all rows.
+    if let Some((gb, fresh)) = c.g.slot_or_fresh(b) {
+        let beta = if fresh { 0.0 } else { 1.0 };
         let at = MatRef::new(c.v.get(a), d.m, d.k, d.k).t();
-        c.k.sgemm(1.0, at, dym, 1.0, MatMut::new(gb, d.k, d.n, d.n))?;
+        if d.b_batched {
+            let gm = MatMut::new(gb, d.k, d.n, d.n);
+            gemm(c.k, d.batch, at, sa, dym, sy, beta, gm, sb)?;
+        } else {
+            // Shared b: the batch was flattened into m, so this is one GEMM over all rows.
+            c.k.sgemm(1.0, at, dym, beta, MatMut::new(gb, d.k, d.n, d.n))?;
+        }
     }
     Ok(())
 }
@@ -266,12 +266,14 @@ pub(crate) fn linear_backward(
         };
         c.k.sgemm(1.0, dym, wm, beta, MatMut::new(gx, rows, inp, inp))?;
     }
-    if let Some(gw) = c.g.slot(w) {
+    if let Some((gw, fresh)) = c.g.slot_or_fresh(w) {
+        // A weight's gradient is fresh after the optimizer's step (`Graph::zero_grads`).
+        let beta = if fresh { 0.0 } else { 1.0 };
         let xm = MatRef::new(c.v.get(x), rows, inp, inp);
         if in_out {
-            c.k.sgemm(1.0, xm.t(), dym, 1.0, MatMut::new(gw, inp, out, out))?;
+            c.k.sgemm(1.0, xm.t(), dym, beta, MatMut::new(gw, inp, out, out))?;
         } else {
-            c.k.sgemm(1.0, dym.t(), xm, 1.0, MatMut::new(gw, out, inp, inp))?;
+            c.k.sgemm(1.0, dym.t(), xm, beta, MatMut::new(gw, out, inp, inp))?;
         }
     }
     if let Some(gb) = b.and_then(|b| c.g.slot(b)) {
