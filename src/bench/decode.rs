@@ -161,6 +161,7 @@ pub fn decode_records(
                 unit,
                 value,
                 seconds,
+                spread: None,
             })
         };
         let ceiling = r.median(2, 0);
@@ -209,12 +210,15 @@ pub fn decode_records(
                 ("int8/decode_vs_torch_f32", (1, 1), (3, 1)),
                 ("f32/ceiling_vs_torch", (2, 0), (3, 1)),
             ] {
-                rec(
-                    format!("{tag}-{name}"),
-                    "ratio",
-                    r.speedup(ours, theirs),
-                    r.median(ours.0, ours.1),
-                );
+                out.push(Record {
+                    name: format!("{tag}-{name}"),
+                    shape: shape.clone(),
+                    threads,
+                    unit: "ratio",
+                    value: r.speedup(ours, theirs),
+                    seconds: r.median(ours.0, ours.1),
+                    spread: Some(r.spread(ours, theirs)),
+                });
             }
         }
     }

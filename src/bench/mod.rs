@@ -36,13 +36,33 @@ pub struct Record {
     pub value: f64,
     /// Median seconds per run.
     pub seconds: f64,
+    /// For a speed-up: how its per-round ratios spread.
+    pub spread: Option<Spread>,
+}
+
+/// The spread of a speed-up's per-round ratios (see [`Rounds::spread`]): how far one reading of
+/// the median can be trusted on a noisy host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// First and third quartiles of the ratios (nearest rank, as the median).
+    pub q1: f64,
+    pub q3: f64,
+    /// How many rounds (ratios) there were.
+    pub rounds: usize,
 }
 
 impl Record {
-    /// The record as one JSON object (the `--json` line format).
+    /// The record as one JSON object (the `--json` line format); a speed-up with a spread adds
+    /// `q1`, `q3` and `rounds`.
     pub fn to_json(&self) -> String {
+        let spread = self.spread.map_or(String::new(), |s| {
+            format!(
+                ",\"q1\":{:.3},\"q3\":{:.3},\"rounds\":{}",
+                s.q1, s.q3, s.rounds
+            )
+        });
         format!(
-            "{{\"name\":\"{}\",\"shape\":\"{}\",\"threads\":{},\"{}\":{:.3},\"seconds\":{:.9}}}",
+            "{{\"name\":\"{}\",\"shape\":\"{}\",\"threads\":{},\"{}\":{:.3},\"seconds\":{:.9}{spread}}}",
             self.name, self.shape, self.threads, self.unit, self.value, self.seconds
         )
     }
@@ -138,9 +158,25 @@ impl Rounds {
     /// rounds of `theirs / ours`, each round's pair measured side by side, so a slow spell of
     /// the host weighs on both sides of a ratio rather than on one engine's median.
     pub fn speedup(&self, ours: (usize, usize), theirs: (usize, usize)) -> f64 {
+        median(self.ratios(ours, theirs))
+    }
+
+    /// The quartiles and count of the per-round ratios whose median is [`Rounds::speedup`].
+    pub fn spread(&self, ours: (usize, usize), theirs: (usize, usize)) -> Spread {
+        let mut r = self.ratios(ours, theirs);
+        r.sort_by(f64::total_cmp);
+        let at = |i: usize| r.get(i).copied().unwrap_or(0.0);
+        Spread {
+            q1: at(r.len() / 4),
+            q3: at(3 * r.len() / 4),
+            rounds: r.len(),
+        }
+    }
+
+    fn ratios(&self, ours: (usize, usize), theirs: (usize, usize)) -> Vec<f64> {
         let a = self.figure(ours.0, ours.1);
         let b = self.figure(theirs.0, theirs.1);
-        median(a.iter().zip(b).map(|(a, b)| b / a).collect())
+        a.iter().zip(b).map(|(a, b)| b / a).collect()
     }
 
     /// As [`Rounds::speedup`], against whichever figure of run `theirs` was fastest in each round
@@ -337,6 +373,36 @@ mod tests {
         assert_eq!(r.speedup_best((0, 0), 1), 3.0);
         assert_eq!(r.speedup((0, 0), (1, 0)), 4.0);
         assert_eq!(r.speedup((0, 0), (1, 1)), 5.0);
+    }
+
+    #[test]
+    fn spread_is_the_quartiles_of_the_per_round_ratios_and_json_carries_it() {
+        // Ours 2 s every round; the peer's ratios are 1..=8 in shuffled rounds.
+        let theirs = [6.0, 2.0, 4.0, 10.0, 8.0, 16.0, 14.0, 12.0];
+        let r = Rounds {
+            samples: vec![vec![vec![2.0; 8]], vec![theirs.to_vec()]],
+        };
+        assert_eq!(r.speedup((0, 0), (1, 0)), 5.0);
+        let s = r.spread((0, 0), (1, 0));
+        assert_eq!((s.q1, s.q3, s.rounds), (3.0, 7.0, 8));
+        let mut rec = Record {
+            name: "anvil/x/vs_torch".into(),
+            shape: "s".into(),
+            threads: 2,
+            unit: "ratio",
+            value: 5.0,
+            seconds: 2.0,
+            spread: None,
+        };
+        assert!(!rec.to_json().contains("q1"));
+        rec.spread = Some(s);
+        assert!(
+            rec.to_json().ends_with(
+                r#""ratio":5.000,"seconds":2.000000000,"q1":3.000,"q3":7.000,"rounds":8}"#
+            ),
+            "{}",
+            rec.to_json()
+        );
     }
 
     #[test]

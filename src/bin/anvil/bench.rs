@@ -255,8 +255,12 @@ impl Output {
         };
         // Speed-ups read to the hundredth (1.49x is not 1.5x); the rest to the tenth.
         let digits = if r.unit == "ratio" { 2 } else { 1 };
+        // A speed-up's quartiles over its rounds: how much one reading of it moves.
+        let spread = r.spread.map_or(String::new(), |s| {
+            format!("  (q1-q3 {:.2}-{:.2} over {} rounds)", s.q1, s.q3, s.rounds)
+        });
         println!(
-            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.digits$} {:<7} {share}",
+            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.digits$} {:<7} {share}{spread}",
             r.name, r.shape, r.threads, r.value, unit
         );
     }
@@ -314,6 +318,7 @@ fn gemm(
                 unit: "gflops",
                 value: s.flops() / t / 1e9,
                 seconds: t,
+                spread: None,
             });
         }
     }
@@ -350,6 +355,7 @@ fn qgemm(
                 unit: if f32_path { "gflops" } else { "gops" },
                 value: s.flops() / t / 1e9,
                 seconds: t,
+                spread: None,
             });
         }
         if let Some(t) = torch.as_deref_mut() {
@@ -376,6 +382,7 @@ fn qgemm(
             unit: "gbps",
             value: r.bytes / t / 1e9,
             seconds: t,
+            spread: None,
         });
     }
     Ok(())
@@ -421,6 +428,7 @@ fn qgemm_vs_torch(
             unit,
             value,
             seconds,
+            spread: None,
         })
     };
     let ours_t = r.median(0, 0);
@@ -464,7 +472,7 @@ fn train(
         let mut step = bench::train_step(&b).map_err(|e| e.to_string())?;
         let tokens = b.tokens() as f64;
         let json = out.json;
-        let mut rec = |name: String, unit, value, seconds| {
+        let mut rec = |name: String, unit, value, seconds, spread| {
             out.record(&Record {
                 name,
                 shape: b.label(),
@@ -472,6 +480,7 @@ fn train(
                 unit,
                 value,
                 seconds,
+                spread,
             })
         };
         // llm.c's trainer is GPT-2 124M at B 4, T 64 only: it steps in turn with that one,
@@ -485,12 +494,14 @@ fn train(
                 "tokens_per_s",
                 tokens / t.ours,
                 t.ours,
+                None,
             );
             rec(
                 format!("llmc/{}", b.name),
                 "tokens_per_s",
                 tokens / t.llmc,
                 t.llmc,
+                None,
             );
             if !json {
                 println!(
@@ -520,6 +531,7 @@ fn train(
                 "tokens_per_s",
                 tokens / s,
                 s,
+                None,
             );
             // The matrix products' rate, against the FMA peak.
             let flops = b.flops_per_token() * tokens;
@@ -528,6 +540,7 @@ fn train(
                 "gflops",
                 flops / s / 1e9,
                 s,
+                None,
             );
         }
         if r.samples.len() > 1 {
@@ -536,6 +549,7 @@ fn train(
                 "ratio",
                 r.speedup((0, 0), (1, 0)),
                 r.median(0, 0),
+                Some(r.spread((0, 0), (1, 0))),
             );
             // The matrix products' rate a step at the target speed-up would sustain: its "of
             // peak" column says how much of the FMA peak the target asks for.
@@ -546,6 +560,7 @@ fn train(
                 "gflops",
                 b.flops_per_token() * tokens / at_target / 1e9,
                 at_target,
+                None,
             );
         }
     }
@@ -638,6 +653,7 @@ fn embed(
             unit: "sentences_per_s",
             value: EMBED_SENTENCES as f64 / s,
             seconds: s,
+            spread: None,
         });
     }
     if r.samples.len() > 2 {
@@ -652,6 +668,7 @@ fn embed(
                 unit: "ratio",
                 value: r.speedup((ours, 0), (2, 0)),
                 seconds: r.median(ours, 0),
+                spread: Some(r.spread((ours, 0), (2, 0))),
             });
         }
     }
@@ -674,6 +691,7 @@ fn rows(threads: usize, budget: Duration, out: &mut Output) -> Result<(), String
             unit: "gbps",
             value: b.bytes / secs[0] / 1e9,
             seconds: secs[0],
+            spread: None,
         });
     }
     Ok(())

@@ -49,6 +49,7 @@ pub(crate) fn parse_torch_line(line: &str) -> Option<Record> {
         unit: "",
         value: 0.0,
         seconds: 0.0,
+        spread: None,
     };
     for field in body.split(',') {
         let (k, v) = field.split_once(':')?;
