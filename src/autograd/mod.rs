@@ -124,6 +124,11 @@ pub(crate) struct Grads<'a> {
     pool: &'a mut Pool,
 }
 
+/// A parameter's gradient buffer `g` as read: `zeros` when it is marked zero.
+fn read_grad<'a>(g: &'a [f32], zero: bool, zeros: &'a [f32]) -> &'a [f32] {
+    if zero { &zeros[..g.len()] } else { g }
+}
+
 /// A gradient buffer and whether it is fresh (see [`Grads::slot_or_fresh`]).
 pub(crate) type FreshSlot<'a> = (&'a mut [f32], bool);
 
@@ -436,12 +441,7 @@ impl Graph {
 
     /// Parameter `p`'s gradient, read-only (a zero gradient reads from `zeros`).
     fn grad_ref(&self, p: ParamId) -> &[f32] {
-        let g = &self.param_grads[p.0];
-        if self.grad_zero[p.0] {
-            &self.zeros[..g.len()]
-        } else {
-            g
-        }
+        read_grad(&self.param_grads[p.0], self.grad_zero[p.0], &self.zeros)
     }
 
     /// Puts a parameter on the tape (no copy).
@@ -503,12 +503,7 @@ impl Graph {
     pub fn param_update(&mut self, p: ParamId) -> Result<(&mut [f32], &[f32])> {
         self.param_ref(p)?;
         self.check_no_tape("param_update")?;
-        let g = &self.param_grads[p.0];
-        let grad = if self.grad_zero[p.0] {
-            &self.zeros[..g.len()]
-        } else {
-            g
-        };
+        let grad = read_grad(&self.param_grads[p.0], self.grad_zero[p.0], &self.zeros);
         Ok((self.params[p.0].value_mut(), grad))
     }
 

@@ -235,9 +235,9 @@ pub(crate) unsafe fn pack_b(
     }
 }
 
-/// How many rows ahead [`copy_rows`] prefetches. Rows `rs` apart are each a new page once `rs`
-/// passes 4 KiB, where the hardware prefetchers stop, so a block of B fresh from memory was
-/// copied at one miss per row. Measured in one process, calls alternated, each on one of 40 cold
+/// How many rows ahead [`copy_rows`] prefetches. Rows `rs` apart are a strided stream that the
+/// hardware prefetchers follow poorly (past 4 KiB apart each row is a new page, where they stop),
+/// so a block of B fresh from memory was copied at about one miss per row. Measured in one process, calls alternated, each on one of 40 cold
 /// B matrices: `dX = dY W` at 256 rows (a mixture expert's share of tokens; k x n = 1536 x 384
 /// and 384 x 1536) 1.056-1.058x on 2 threads (q1-q3 1.032-1.073), 1.031-1.033x on 1; at 1024
 /// rows 1.007-1.017x; 4 rows ahead gave 1.039-1.044x, 16 gave 1.048-1.050x. The tiny MoE's
