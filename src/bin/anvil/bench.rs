@@ -1,8 +1,9 @@
 //! `anvil bench FAMILY`: figures beside this machine's roofline and the peers, measured in one run.
 
 use crate::Flags;
-use crate::peer::{Busy, TorchServer, busy_before, parse_torch_line};
-use anvil::bench::{self, GEMM_SHAPES, Record, Roofline};
+use crate::output::Output;
+use crate::peer::{TorchServer, busy_before, parse_torch_line};
+use anvil::bench::{self, GEMM_SHAPES, Record};
 use anvil::kernels::Kernels;
 use anvil::kernels::qgemm::{QFormat, QPath};
 use std::time::Duration;
@@ -47,8 +48,6 @@ Options:
 
 const FAMILIES: [&str; 7] = ["gemm", "rows", "qgemm", "block", "train", "embed", "decode"];
 /// Width of the name column of the text table: the longest record name (`anvil/tiny-moe8x2-int8/decode_weights`) fits.
-const NAME_WIDTH: usize = 40;
-
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
@@ -169,101 +168,6 @@ pub fn main(args: &[String]) -> Result<(), String> {
         torch(py, family, threads, &[], &mut out)?;
     }
     Ok(())
-}
-
-struct Output {
-    json: bool,
-    roof: Roofline,
-    busy: Option<Busy>,
-    header: bool,
-}
-
-impl Output {
-    fn roofline(&mut self, threads: usize) {
-        let r = self.roof;
-        if self.json {
-            println!(
-                "{{\"name\":\"machine/fma_peak\",\"shape\":\"-\",\"threads\":{threads},\"gflops\":{:.3}}}",
-                r.peak_gflops
-            );
-            println!(
-                "{{\"name\":\"machine/copy\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
-                r.copy_gbps
-            );
-            println!(
-                "{{\"name\":\"machine/read\",\"shape\":\"-\",\"threads\":{threads},\"gbps\":{:.3}}}",
-                r.read_gbps
-            );
-            if let Some(b) = self.busy {
-                println!(
-                    "{{\"name\":\"machine/busy\",\"shape\":\"-\",\"threads\":{threads},\"cores\":{:.2},\"steal\":{:.3}}}",
-                    b.cores, b.steal
-                );
-            }
-        } else {
-            println!(
-                "machine on {threads} thread(s): FMA peak {:.1} GFLOP/s, copy bandwidth {:.1} GB/s, \
-                 read bandwidth {:.1} GB/s",
-                r.peak_gflops, r.copy_gbps, r.read_gbps
-            );
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Some(b) = self.busy {
-                println!(
-                    "before measuring: {:.2} of {cores} cores busy with other work, {:.0}% stolen by the host",
-                    b.cores,
-                    100.0 * b.steal
-                );
-                if b.cores + threads as f64 > cores as f64 + 0.25 || b.steal > 0.1 {
-                    println!(
-                        "note: other work shares the cores, so every figure is low, and PyTorch's \
-                         (OpenMP threads waiting on each other at every barrier) far more than ours"
-                    );
-                }
-            }
-        }
-    }
-
-    fn record(&mut self, r: &Record) {
-        if self.json {
-            println!("{}", r.to_json());
-            return;
-        }
-        if !self.header {
-            println!(
-                "{:<NAME_WIDTH$} {:>16} {:>7} {:>12} {:>8}",
-                "name", "shape", "threads", "figure", "of peak"
-            );
-            self.header = true;
-        }
-        let peak = match r.unit {
-            "gflops" => self.roof.peak_gflops,
-            "gbps" => self.roof.copy_gbps,
-            _ => f64::NAN,
-        };
-        let unit = match r.unit {
-            "gflops" => "GFLOP/s",
-            "tokens_per_s" => "tok/s",
-            "gbps" => "GB/s",
-            "gops" => "GOP/s",
-            "ratio" => "x",
-            u => u,
-        };
-        let share = if peak.is_finite() {
-            format!("{:>5.0}%", 100.0 * r.value / peak)
-        } else {
-            "     -".to_string()
-        };
-        // Speed-ups read to the hundredth (1.49x is not 1.5x); the rest to the tenth.
-        let digits = if r.unit == "ratio" { 2 } else { 1 };
-        // A speed-up's quartiles over its rounds: how much one reading of it moves.
-        let spread = r.spread.map_or(String::new(), |s| {
-            format!("  (q1-q3 {:.2}-{:.2} over {} rounds)", s.q1, s.q3, s.rounds)
-        });
-        println!(
-            "{:<NAME_WIDTH$} {:>16} {:>7} {:>8.digits$} {:<7} {share}{spread}",
-            r.name, r.shape, r.threads, r.value, unit
-        );
-    }
 }
 
 fn gemm(

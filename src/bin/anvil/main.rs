@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod info;
 mod memory;
+mod output;
 mod peer;
 mod progress;
 mod train;
