@@ -18,16 +18,6 @@ pub(crate) struct Grads<'a> {
 /// A gradient buffer and whether it is fresh (see [`Grads::slot_or_fresh`]).
 pub(crate) type FreshSlot<'a> = (&'a mut [f32], bool);
 
-/// Zeroes `g`, on every thread when large.
-pub(super) fn zero_fill(g: &mut [f32]) {
-    if ops::split_pass(g.len()) {
-        use rayon::prelude::*;
-        g.par_chunks_mut(ops::PAR_CHUNK).for_each(|c| c.fill(0.0));
-    } else {
-        g.fill(0.0);
-    }
-}
-
 impl Grads<'_> {
     /// The gradient buffer of `v` to add into, or `None` when no gradient flows to `v`.
     pub(crate) fn slot(&mut self, v: Var) -> Option<&mut [f32]> {
@@ -38,7 +28,7 @@ impl Grads<'_> {
         match n.value {
             Value::Param(p) => {
                 if std::mem::take(&mut self.param_zero[p]) {
-                    zero_fill(&mut self.params[p]);
+                    ops::zero_fill(&mut self.params[p]);
                 }
                 Some(&mut self.params[p])
             }

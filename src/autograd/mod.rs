@@ -18,8 +18,8 @@ mod pool;
 use crate::kernels::{Kernels, MatRef};
 use crate::tensor::{Error, Result, Tensor};
 pub(crate) use grads::Grads;
-use grads::zero_fill;
 use op::Op;
+use ops::zero_fill;
 use pool::Pool;
 
 pub use crate::kernels::attention::AttnSpec;

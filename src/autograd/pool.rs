@@ -88,13 +88,7 @@ impl Pool {
     /// A buffer of `len` zeros (gradients, which backward adds into).
     pub(crate) fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
         let mut v = self.take(len);
-        if crate::autograd::ops::split_pass(len) {
-            use rayon::prelude::*;
-            v.par_chunks_mut(crate::autograd::ops::PAR_CHUNK)
-                .for_each(|c| c.fill(0.0));
-        } else {
-            v.fill(0.0);
-        }
+        crate::autograd::ops::zero_fill(&mut v);
         v
     }
 

@@ -79,6 +79,16 @@ pub(crate) fn split_pass(n: usize) -> bool {
     n >= PAR_MIN && rayon::current_num_threads() > 1
 }
 
+/// Zeroes `g` (split between threads from [`PAR_MIN`] elements).
+pub(crate) fn zero_fill(g: &mut [f32]) {
+    if split_pass(g.len()) {
+        use rayon::prelude::*;
+        g.par_chunks_mut(PAR_CHUNK).for_each(|c| c.fill(0.0));
+    } else {
+        g.fill(0.0);
+    }
+}
+
 /// `f(&mut dst[i], src[i])` for every `i` (split between threads from [`PAR_MIN`] elements).
 pub(crate) fn zip_apply(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
     if split_pass(dst.len()) {
