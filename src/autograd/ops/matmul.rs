@@ -5,7 +5,8 @@
 //! `dW += dy^T x` all read their operands in place; backward GEMMs use `beta = 1` to add (or
 //! `beta = 0` into an input's fresh gradient slot, which skips zeroing it).
 
-use super::{add_col_sums, rows_cols};
+use super::{add_col_sums, rows_cols, zero_fill};
+use crate::autograd::grads::FreshSlot;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::kernels::{Kernels, MatMut, MatRef};
@@ -245,6 +246,13 @@ pub(crate) fn matmul_backward(c: &mut Ctx, a: Var, b: Var, dy: &[f32]) -> Result
 }
 
 /// `dx += dy W^T`-or-`W`, `dW += dy^T x` (or `x^T dy` when `in_out`), `db += sum_rows(dy)`.
+///
+/// The two products have the same number of multiply-adds. On two threads they run side by
+/// side, one on each thread through the single-threaded loop nest, with no synchronisation
+/// inside either (the bias's column sums follow `dW`); on other thread counts one after the
+/// other, each split between all threads. Either way each gets the bits of `sgemm`.
+/// Measured on 2 threads, the tiny GPT's four backward shapes (1024 rows, cold operands),
+/// alternated in one process: side by side 1.035-1.051x (median; q1-q3 0.99-1.14).
 pub(crate) fn linear_backward(
     c: &mut Ctx,
     x: Var,
@@ -255,29 +263,96 @@ pub(crate) fn linear_backward(
 ) -> Result<()> {
     let (rows, inp) = rows_cols("linear", c.v.shape(x))?;
     let out = c.v.shape(w)[usize::from(in_out)];
+    let (k, xv, wv) = (c.k, c.v.get(x), c.v.get(w));
     let dym = MatRef::new(dy, rows, out, out);
-    if let Some((gx, fresh)) = c.g.slot_or_fresh(x) {
-        // A fresh slot is written, not added into: no zeroing pass, no read of C.
-        let beta = if fresh { 0.0 } else { 1.0 };
-        let wm = if in_out {
-            MatRef::new(c.v.get(w), inp, out, out).t()
+    // A fresh slot is written, not added into: no zeroing pass, no read of C.
+    let beta = |fresh: bool| if fresh { 0.0 } else { 1.0 };
+    let gemm = |a: MatRef, b: MatRef, beta: f32, c: MatMut, split: bool| {
+        if split {
+            k.sgemm(1.0, a, b, beta, c)
         } else {
-            MatRef::new(c.v.get(w), out, inp, inp)
-        };
-        c.k.sgemm(1.0, dym, wm, beta, MatMut::new(gx, rows, inp, inp))?;
-    }
-    if let Some((gw, fresh)) = c.g.slot_or_fresh(w) {
-        // A weight's gradient is fresh after the optimizer's step (`Graph::zero_grads`).
-        let beta = if fresh { 0.0 } else { 1.0 };
-        let xm = MatRef::new(c.v.get(x), rows, inp, inp);
-        if in_out {
-            c.k.sgemm(1.0, xm.t(), dym, beta, MatMut::new(gw, inp, out, out))?;
-        } else {
-            c.k.sgemm(1.0, dym.t(), xm, beta, MatMut::new(gw, out, inp, inp))?;
+            k.sgemm_serial(1.0, a, b, beta, c)
         }
-    }
-    if let Some(gb) = b.and_then(|b| c.g.slot(b)) {
-        add_col_sums(gb, dy, out);
+    };
+    let dx = |(gx, fresh): FreshSlot, split: bool| {
+        let wm = if in_out {
+            MatRef::new(wv, inp, out, out).t()
+        } else {
+            MatRef::new(wv, out, inp, inp)
+        };
+        gemm(dym, wm, beta(fresh), MatMut::new(gx, rows, inp, inp), split)
+    };
+    let dw = |(gw, fresh): FreshSlot, split: bool| {
+        // A weight's gradient is fresh after the optimizer's step (`Graph::zero_grads`).
+        let xm = MatRef::new(xv, rows, inp, inp);
+        if in_out {
+            gemm(
+                xm.t(),
+                dym,
+                beta(fresh),
+                MatMut::new(gw, inp, out, out),
+                split,
+            )
+        } else {
+            gemm(
+                dym.t(),
+                xm,
+                beta(fresh),
+                MatMut::new(gw, out, inp, inp),
+                split,
+            )
+        }
+    };
+    let db = |slot: Option<FreshSlot>| {
+        if let Some((gb, fresh)) = slot {
+            if fresh {
+                zero_fill(gb);
+            }
+            add_col_sums(gb, dy, out);
+        }
+    };
+    let vars: Vec<Var> = [x, w].into_iter().chain(b).collect();
+    let Some(slots) = c.g.slots_disjoint(&vars) else {
+        // Two of them share a buffer (`x` is `w`): one after another.
+        if let Some(s) = c.g.slot_or_fresh(x) {
+            dx(s, true)?;
+        }
+        if let Some(s) = c.g.slot_or_fresh(w) {
+            dw(s, true)?;
+        }
+        if let Some(b) = b {
+            db(c.g.slot_or_fresh(b));
+        }
+        return Ok(());
+    };
+    let mut slots = slots.into_iter();
+    let (sx, sw, sb) = (
+        slots.next().flatten(),
+        slots.next().flatten(),
+        slots.next().flatten(),
+    );
+    match (sx, sw) {
+        (Some(sx), Some(sw)) if rayon::current_num_threads() == 2 => {
+            let (rx, rw) = rayon::join(
+                || dx(sx, false),
+                || {
+                    let r = dw(sw, false);
+                    db(sb);
+                    r
+                },
+            );
+            rx?;
+            rw?;
+        }
+        (sx, sw) => {
+            if let Some(s) = sx {
+                dx(s, true)?;
+            }
+            if let Some(s) = sw {
+                dw(s, true)?;
+            }
+            db(sb);
+        }
     }
     Ok(())
 }
