@@ -10,6 +10,7 @@
 //! [`Kernels::sgemm_many`]: crate::kernels::Kernels::sgemm_many
 
 use super::rows_cols;
+use crate::autograd::grads::FreshSlot;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::kernels::{GemmJob, MatMut, MatRef};
@@ -76,9 +77,9 @@ impl Graph {
     }
 }
 
-/// Per group `g` (rows `o..o + m`): `dx[o..] += dy[o..] W_g`, then `dW_g += dy[o..]^T x[o..]`,
-/// each of the two over all groups in one parallel region. Weights that share a gradient (one
-/// weight in two groups) are added in turn, group by group.
+/// Per group `g` (rows `o..o + m`): `dx[o..] += dy[o..] W_g` and `dW_g += dy[o..]^T x[o..]`, all
+/// of them in one parallel region. Weights that share a gradient (one weight in two groups),
+/// or a weight that is also the input, are added in turn: `dx` first, then group by group.
 pub(crate) fn linear_grouped_backward(
     c: &mut Ctx,
     x: Var,
@@ -97,68 +98,87 @@ pub(crate) fn linear_grouped_backward(
             Some(*o - m)
         })
         .collect();
-    if let Some((gx, fresh)) = c.g.slot_or_fresh(x) {
-        // A fresh slot is written (beta 0): every row belongs to one group.
+    let p = GroupedGrads {
+        dy,
+        x: xv,
+        ws: wvs,
+        groups,
+        offsets,
+        inp,
+        out,
+    };
+    let vars: Vec<Var> = std::iter::once(x).chain(ws.iter().copied()).collect();
+    if let Some(slots) = c.g.slots_disjoint(&vars) {
+        let mut slots = slots.into_iter();
+        let mut jobs = slots
+            .next()
+            .flatten()
+            .map(|gx| p.dx_jobs(gx))
+            .unwrap_or_default();
+        jobs.extend(
+            slots
+                .enumerate()
+                .filter_map(|(g, s)| s.map(|gw| p.dw(g, gw))),
+        );
+        kern.sgemm_many(&mut jobs)?;
+        return Ok(());
+    }
+    if let Some(gx) = c.g.slot_or_fresh(x) {
+        kern.sgemm_many(&mut p.dx_jobs(gx))?;
+    }
+    for (g, &w) in ws.iter().enumerate() {
+        // A weight shared by groups: one group after another, each on every thread.
+        if let Some(gw) = c.g.slot_or_fresh(w) {
+            kern.sgemm_many(&mut [p.dw(g, gw)])?;
+        }
+    }
+    Ok(())
+}
+
+/// The operands of a grouped linear's backward, for its GEMM jobs.
+struct GroupedGrads<'a> {
+    dy: &'a [f32],
+    x: &'a [f32],
+    ws: Vec<&'a [f32]>,
+    groups: &'a [usize],
+    /// The first row of each group.
+    offsets: Vec<usize>,
+    inp: usize,
+    out: usize,
+}
+
+impl<'a> GroupedGrads<'a> {
+    /// `dx[o..] = dy[o..] W_g` for every group into x's gradient `gx`; a fresh slot is written
+    /// (beta 0): every row belongs to one group.
+    fn dx_jobs<'s>(&'s self, (gx, fresh): FreshSlot<'s>) -> Vec<GemmJob<'s>> {
+        let (inp, out) = (self.inp, self.out);
         let beta = if fresh { 0.0 } else { 1.0 };
-        let mut jobs = Vec::with_capacity(groups.len());
+        let mut jobs = Vec::with_capacity(self.groups.len());
         let mut rest = gx;
-        for (g, &m) in groups.iter().enumerate() {
+        for (g, &m) in self.groups.iter().enumerate() {
             let (gg, tail) = rest.split_at_mut(m * inp);
             jobs.push(GemmJob {
                 alpha: 1.0,
-                a: MatRef::new(&dy[offsets[g] * out..], m, out, out),
-                b: MatRef::new(wvs[g], out, inp, inp),
+                a: MatRef::new(&self.dy[self.offsets[g] * out..], m, out, out),
+                b: MatRef::new(self.ws[g], out, inp, inp),
                 beta,
                 c: MatMut::new(gg, m, inp, inp),
             });
             rest = tail;
         }
-        kern.sgemm_many(&mut jobs)?;
+        jobs
     }
-    // `dW_g += dy_g^T x_g`, or `dW_g = dy_g^T x_g` into a fresh slot (no read of the old one).
-    fn dw<'a>(
-        dy: &'a [f32],
-        x: &'a [f32],
-        [m, out, inp]: [usize; 3],
-        (gw, fresh): (&'a mut [f32], bool),
-    ) -> GemmJob<'a> {
+
+    /// `dW_g += dy_g^T x_g`, or `dW_g = dy_g^T x_g` into a fresh slot (no read of the old one).
+    fn dw<'s>(&'s self, g: usize, (gw, fresh): FreshSlot<'s>) -> GemmJob<'s> {
+        let (inp, out) = (self.inp, self.out);
+        let (o, m) = (self.offsets[g], self.groups[g]);
         GemmJob {
             alpha: 1.0,
-            a: MatRef::new(dy, m, out, out).t(),
-            b: MatRef::new(x, m, inp, inp),
+            a: MatRef::new(&self.dy[o * out..(o + m) * out], m, out, out).t(),
+            b: MatRef::new(&self.x[o * inp..(o + m) * inp], m, inp, inp),
             beta: if fresh { 0.0 } else { 1.0 },
             c: MatMut::new(gw, out, inp, inp),
         }
     }
-    let rows_of = |g: usize| {
-        let (o, m) = (offsets[g], groups[g]);
-        (
-            &dy[o * out..(o + m) * out],
-            &xv[o * inp..(o + m) * inp],
-            [m, out, inp],
-        )
-    };
-    match c.g.slots_disjoint(ws) {
-        Some(slots) => {
-            let mut jobs: Vec<GemmJob> = slots
-                .into_iter()
-                .enumerate()
-                .filter_map(|(g, s)| {
-                    let (dyg, xg, dims) = rows_of(g);
-                    s.map(|gw| dw(dyg, xg, dims, gw))
-                })
-                .collect();
-            kern.sgemm_many(&mut jobs)?;
-        }
-        None => {
-            for (g, &w) in ws.iter().enumerate() {
-                // A weight shared by groups: one group after another, each on every thread.
-                if let Some(slot) = c.g.slot_or_fresh(w) {
-                    let (dyg, xg, dims) = rows_of(g);
-                    kern.sgemm_many(&mut [dw(dyg, xg, dims, slot)])?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
