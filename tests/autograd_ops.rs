@@ -552,3 +552,66 @@ fn linear_grouped_has_the_bits_of_one_linear_per_group() {
         });
     }
 }
+
+/// A Linear's backward runs its two products side by side on two threads and one after the
+/// other (each split between threads) on one and three: the input, weight and bias gradients
+/// have the same bits on all three, written into fresh slots by the first backward and added
+/// into by the second. A Linear whose input is its own weight (one buffer for both gradients)
+/// takes the two products in turn, and its gradient is `2 * colsum` per backward.
+#[test]
+fn linear_backward_bit_identical_on_one_two_and_three_threads() {
+    // Sums of 128 products of values in [-1, 1): f32 rounding, far below this.
+    const SUM_TOL: f32 = 1e-4;
+    let (rows, c, out) = (256, 128, 192);
+    let sq_t = tensor(&[c, c], 43);
+    let run = |threads: usize| {
+        common::pool(threads).install(|| {
+            let mut g = Graph::new().unwrap();
+            let w = g.add_param("w", &tensor(&[out, c], 40), true);
+            let b = g.add_param("b", &tensor(&[out], 41), true);
+            let x = g.add_param("x", &tensor(&[rows, c], 42), true);
+            let sq = g.add_param("sq", &sq_t, true);
+            let mut grads = Vec::new();
+            for _ in 0..2 {
+                let [wv, bv, xv, sqv] = [w, b, x, sq].map(|p| g.param(p).unwrap());
+                // A node between, used again after the Linear: the backward reaches its
+                // square first, so the Linear adds its input gradient into a used node slot.
+                let h = g.scale(xv, 1.0).unwrap();
+                let y = g.linear(h, wv, Some(bv)).unwrap();
+                let y = g.gelu(y, Gelu::Erf).unwrap();
+                let hh = g.mul(h, h).unwrap();
+                let z = g.linear(sqv, sqv, None).unwrap();
+                let ls = [y, hh, z].map(|v| g.sum(v).unwrap());
+                let l = g.add(ls[0], ls[1]).unwrap();
+                let loss = g.add(l, ls[2]).unwrap();
+                g.backward(loss).unwrap();
+                grads.push(
+                    [w, b, x, sq]
+                        .map(|p| {
+                            g.param_grad(p)
+                                .unwrap()
+                                .unwrap()
+                                .iter()
+                                .map(|x| x.to_bits())
+                                .collect::<Vec<u32>>()
+                        })
+                        .concat(),
+                );
+            }
+            (grads, g.param_grad(sq).unwrap().unwrap().to_vec())
+        })
+    };
+    let (one, sq_grad) = run(1);
+    assert_ne!(one[0], one[1], "the second backward adds");
+    for threads in [2, 3] {
+        assert_eq!(run(threads).0, one, "{threads} threads");
+    }
+    // d sum(S S^T) / dS[i][j] = 2 sum_k S[k][j], twice over two backwards.
+    for (i, &gv) in sq_grad.iter().enumerate() {
+        let want: f32 = 4.0 * (0..c).map(|k| sq_t.as_slice()[k * c + i % c]).sum::<f32>();
+        assert!(
+            (gv - want).abs() <= SUM_TOL * (1.0 + want.abs()),
+            "sq[{i}]: {gv} vs {want}"
+        );
+    }
+}
