@@ -285,23 +285,12 @@ pub(crate) fn linear_backward(
     let dw = |(gw, fresh): FreshSlot, split: bool| {
         // A weight's gradient is fresh after the optimizer's step (`Graph::zero_grads`).
         let xm = MatRef::new(xv, rows, inp, inp);
-        if in_out {
-            gemm(
-                xm.t(),
-                dym,
-                beta(fresh),
-                MatMut::new(gw, inp, out, out),
-                split,
-            )
+        let (a, b, gm) = if in_out {
+            (xm.t(), dym, MatMut::new(gw, inp, out, out))
         } else {
-            gemm(
-                dym.t(),
-                xm,
-                beta(fresh),
-                MatMut::new(gw, out, inp, inp),
-                split,
-            )
-        }
+            (dym.t(), xm, MatMut::new(gw, out, inp, inp))
+        };
+        gemm(a, b, beta(fresh), gm, split)
     };
     let db = |slot: Option<FreshSlot>| {
         if let Some((gb, fresh)) = slot {
