@@ -8,6 +8,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod colsum;
 pub mod convert;
 pub mod cross_entropy;
 mod error;

@@ -11,7 +11,7 @@
 //! so backward passes (`dW = dY^T X`, `dX = dY W`) read their operands in place.
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod kernel;

@@ -1,6 +1,6 @@
 //! Element-wise ops: add, mul, scale, and the broadcast add of a bias row.
 
-use super::{add_col_sums, rows_cols, same_shape, zip_map};
+use super::{rows_cols, same_shape, zip_map};
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
 use crate::tensor::Result;
@@ -108,7 +108,7 @@ pub(crate) fn add_bias_backward(c: &mut Ctx, x: Var, b: Var, dy: &[f32]) -> Resu
     c.g.accumulate(x, dy);
     let cols = c.v.shape(b)[0];
     if let Some(g) = c.g.slot(b) {
-        add_col_sums(g, dy, cols);
+        c.k.add_col_sums(g, dy, cols)?;
     }
     Ok(())
 }

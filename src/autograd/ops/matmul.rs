@@ -5,7 +5,7 @@
 //! `dW += dy^T x` all read their operands in place; backward GEMMs use `beta = 1` to add (or
 //! `beta = 0` into an input's fresh gradient slot, which skips zeroing it).
 
-use super::{add_col_sums, rows_cols, zero_fill};
+use super::{rows_cols, zero_fill};
 use crate::autograd::grads::FreshSlot;
 use crate::autograd::op::{Ctx, Op};
 use crate::autograd::{Graph, Var, shape_err};
@@ -292,13 +292,14 @@ pub(crate) fn linear_backward(
         };
         gemm(a, b, beta(fresh), gm, split)
     };
-    let db = |slot: Option<FreshSlot>| {
-        if let Some((gb, fresh)) = slot {
+    let db = |slot: Option<FreshSlot>| match slot {
+        Some((gb, fresh)) => {
             if fresh {
                 zero_fill(gb);
             }
-            add_col_sums(gb, dy, out);
+            k.add_col_sums(gb, dy, out)
         }
+        None => Ok(()),
     };
     let vars: Vec<Var> = [x, w].into_iter().chain(b).collect();
     let Some(slots) = c.g.slots_disjoint(&vars) else {
@@ -310,7 +311,7 @@ pub(crate) fn linear_backward(
             dw(s, true)?;
         }
         if let Some(b) = b {
-            db(c.g.slot_or_fresh(b));
+            db(c.g.slot_or_fresh(b))?;
         }
         return Ok(());
     };
@@ -326,8 +327,7 @@ pub(crate) fn linear_backward(
                 || dx(sx, false),
                 || {
                     let r = dw(sw, false);
-                    db(sb);
-                    r
+                    r.and(db(sb))
                 },
             );
             rx?;
@@ -340,7 +340,7 @@ pub(crate) fn linear_backward(
             if let Some(s) = sw {
                 dw(s, true)?;
             }
-            db(sb);
+            db(sb)?;
         }
     }
     Ok(())
