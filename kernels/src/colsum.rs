@@ -72,8 +72,8 @@ fn strip_sums(isa: Isa, dst: &mut [f32], src: &[f32], cols: usize, j0: usize) {
     debug_assert!(j0 + dst.len() <= cols && src.len().is_multiple_of(cols));
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Kernels` holds a tier only when the CPU supports it; the strip lies inside
-        // every row (checked by the caller).
+        // The strip lies inside every row (checked by the caller).
+        // SAFETY: a `Kernels` holds a tier only when the CPU supports it; the strip is in bounds.
         Isa::Avx512 => unsafe { avx512::strip(dst, src, cols, j0) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -101,8 +101,8 @@ macro_rules! strips {
             while c < dst.len() {
                 let n = (dst.len() - c).min(8 * LANES);
                 let (d, s) = (dst[c..].as_mut_ptr(), src[j0 + c..].as_ptr());
-                // SAFETY: the block's n columns lie inside dst and inside every row of src from
-                // column j0 + c (the function's contract).
+                // The block's n columns lie inside dst and every row of src from column j0 + c.
+                // SAFETY: the block is in bounds (the function's contract).
                 unsafe {
                     match n.div_ceil(LANES) {
                         1 => block::<1>(d, s, cols, rows, n),
@@ -134,9 +134,10 @@ macro_rules! strips {
         ) {
             let last = n - (V - 1) * LANES;
             let count = |v: usize| if v + 1 == V { last } else { LANES };
-            // SAFETY: each vector's count keeps the loads to the block's n values.
-            let mut acc: [Vec; V] =
-                std::array::from_fn(|v| unsafe { load(d.add(v * LANES), count(v)) });
+            let mut acc: [Vec; V] = std::array::from_fn(|v| {
+                // SAFETY: each vector's count keeps the loads to the block's n values.
+                unsafe { load(d.add(v * LANES), count(v)) }
+            });
             for i in 0..rows {
                 // SAFETY: row i < rows holds the block's n columns.
                 let row = unsafe { s.add(i * cols) };
